@@ -1,0 +1,265 @@
+//! The job engine of one site: the store, the pending counters, the registry of this
+//! process's stoppable jobs, and the two background tasks (writer and watcher) that serve
+//! them. Everything the JavaScript module asks of the core goes through [`Engine`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use mongodb::bson::{Bson, DateTime, Document};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::batch::{self, BatchOptions, BatchOutcome, ItemRunner};
+use crate::counters::CounterBook;
+use crate::error::{ErrorKind, Result};
+use crate::job::{self, HaltKind, NewJob};
+use crate::store::{JobStore, StoreOptions};
+use crate::{watcher, writer};
+
+/// How loud a message from the engine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Something a developer should look at; the job goes on.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// What the engine needs from its host (the JavaScript module): calling the stop/cancel
+/// hooks of a job and logging. Implementations must not block.
+pub trait EngineEvents: Send + Sync + 'static {
+    /// A stop was requested for a job of this process: call its `kind` hook with the freshly
+    /// read job document; the hook's acknowledgement comes back through
+    /// [`Engine::acknowledge_halt`].
+    fn halt_requested(&self, id: &str, kind: HaltKind, job: &Document);
+    /// A message for the site's log.
+    fn log(&self, level: LogLevel, message: String);
+}
+
+/// Timings of the background tasks; every field defaults to the documented value.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Where the jobs live.
+    pub store: Option<StoreOptions>,
+    /// How often pending counts are written at most. Defaults to 100 ms.
+    pub flush_interval: Option<Duration>,
+    /// How often the watcher looks for stop requests. Defaults to 250 ms (the 2.x period).
+    pub watch_interval: Option<Duration>,
+    /// How long the final write of a job is retried while MongoDB cannot be reached.
+    /// Defaults to 60 seconds.
+    pub finish_retry_window: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timings {
+    pub flush_interval: Duration,
+    pub watch_interval: Duration,
+    pub finish_retry_window: Duration,
+}
+
+/// A stoppable job running in this process.
+#[derive(Debug)]
+pub(crate) struct LiveJob {
+    pub kind: HaltKind,
+    /// Set once the hook has been called, so it is called at most once.
+    pub halting: bool,
+    /// Cancelled when a stop is picked up; the batch loop takes no item after that.
+    pub halt: CancellationToken,
+}
+
+/// State shared by the engine handle and its background tasks.
+pub(crate) struct Shared {
+    pub store: JobStore,
+    pub counters: Mutex<CounterBook>,
+    pub flush_wanted: Notify,
+    pub live: Mutex<HashMap<String, LiveJob>>,
+    pub events: Arc<dyn EngineEvents>,
+    pub timings: Timings,
+}
+
+impl Shared {
+    // The std mutexes guard plain maps for a few instructions and are never held across an
+    // `.await`; a poisoned one only means a panic elsewhere, and the maps stay consistent.
+    pub fn counters(&self) -> MutexGuard<'_, CounterBook> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn live(&self) -> MutexGuard<'_, HashMap<String, LiveJob>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The engine of one site. Cheap to clone; [`Engine::close`] stops it.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<writer::Command>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Engine {
+    /// Connects to the database (a clear error when it cannot be reached) and starts the
+    /// writer and the watcher. Must be called within a tokio runtime.
+    pub async fn connect(options: EngineOptions, events: Arc<dyn EngineEvents>) -> Result<Self> {
+        let store_options = options.store.clone().ok_or_else(|| {
+            crate::Error::invalid_argument("no MongoDB URI and database name were given")
+        })?;
+        let store = JobStore::connect(&store_options).await?;
+        Ok(Self::with_store(store, &options, events))
+    }
+
+    /// Starts an engine on an already connected store.
+    pub fn with_store(
+        store: JobStore,
+        options: &EngineOptions,
+        events: Arc<dyn EngineEvents>,
+    ) -> Self {
+        let timings = Timings {
+            flush_interval: options.flush_interval.unwrap_or(Duration::from_millis(100)),
+            watch_interval: options.watch_interval.unwrap_or(Duration::from_millis(250)),
+            finish_retry_window: options
+                .finish_retry_window
+                .unwrap_or(Duration::from_secs(60)),
+        };
+        let shared = Arc::new(Shared {
+            store,
+            counters: Mutex::new(CounterBook::default()),
+            flush_wanted: Notify::new(),
+            live: Mutex::new(HashMap::new()),
+            events,
+            timings,
+        });
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(writer::run(shared.clone(), receiver));
+        tasks.spawn(watcher::run(shared.clone(), shutdown.clone()));
+        tasks.close();
+        Engine {
+            shared,
+            commands,
+            shutdown,
+            tasks,
+        }
+    }
+
+    /// `start`: inserts the job document and, when the job has a stop or cancel hook,
+    /// registers it with the watcher. Returns the new job id.
+    pub async fn start_job(&self, new_job: NewJob) -> Result<String> {
+        if self.shutdown.is_cancelled() {
+            return Err(ErrorKind::ShuttingDown.into());
+        }
+        let id = job::new_job_id();
+        let kind = HaltKind::for_job(new_job.can_cancel, new_job.can_stop);
+        self.shared
+            .store
+            .insert(&new_job.into_document(&id, DateTime::now()))
+            .await?;
+        if let Some(kind) = kind {
+            self.shared.live().insert(
+                id.clone(),
+                LiveJob {
+                    kind,
+                    halting: false,
+                    halt: CancellationToken::new(),
+                },
+            );
+        }
+        Ok(id)
+    }
+
+    /// `good`/`bad`: counted in memory, written by the writer within the flush interval.
+    pub fn add_counts(&self, id: &str, good: f64, bad: f64) {
+        if self.shared.counters().add(id, good, bad) {
+            self.shared.flush_wanted.notify_one();
+        }
+    }
+
+    /// `setTotal`: stored verbatim with the next write.
+    pub fn set_total(&self, id: &str, total: Bson) {
+        if self.shared.counters().set_total(id, total) {
+            self.shared.flush_wanted.notify_one();
+        }
+    }
+
+    /// `end`: writes the job's last counts together with `ended: true`, its status and
+    /// `results`, in one update, and stops watching it. When the document would pass
+    /// MongoDB's size limit, it is written again with `results: null` (still `completed`).
+    pub async fn end_job(&self, id: &str, success: bool, results: Bson) -> Result<()> {
+        self.shared.live().remove(id);
+        self.finish(id, job::end_fields(success, results), true)
+            .await
+    }
+
+    /// The acknowledgement of a stop/cancel hook: writes `stopped`/`canceled` (or `failed`
+    /// when the hook reported an error), `ended: true`, `canceling: false`, with the last
+    /// counts, and stops watching the job.
+    pub async fn acknowledge_halt(&self, id: &str, failed: bool) -> Result<()> {
+        let Some(live) = self.shared.live().remove(id) else {
+            return Err(ErrorKind::JobNotFound { id: id.to_owned() }.into());
+        };
+        self.finish(id, job::halt_fields(live.kind, failed), false)
+            .await
+    }
+
+    /// Runs a batch job's items through `runner`, in order, `concurrency` at a time, taking
+    /// no new item once a stop has been picked up for the job.
+    pub async fn run_batch(
+        &self,
+        id: &str,
+        ids: Vec<String>,
+        runner: Arc<dyn ItemRunner>,
+        options: BatchOptions,
+    ) -> Result<BatchOutcome> {
+        let halt = self
+            .shared
+            .live()
+            .get(id)
+            .map(|live| live.halt.clone())
+            .unwrap_or_default();
+        batch::run(ids, runner, halt, options).await
+    }
+
+    /// The `cancel` route: asks a running job, in any process, to stop.
+    pub async fn request_cancel(&self, id: &str) -> Result<bool> {
+        self.shared.store.request_cancel(id).await
+    }
+
+    /// `checkStop`: one watcher pass for this job now, instead of waiting for the next tick.
+    pub async fn check_stop(&self, id: &str) {
+        watcher::check(&self.shared, Some(id)).await;
+    }
+
+    /// How many stoppable jobs this process is watching.
+    pub fn live_jobs(&self) -> usize {
+        self.shared.live().len()
+    }
+
+    /// Stops the watcher, writes every pending count and waits for both tasks, at most
+    /// `deadline`.
+    pub async fn close(&self, deadline: Duration) {
+        self.shutdown.cancel();
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(writer::Command::Close { reply }).is_ok() {
+            let _ = tokio::time::timeout(deadline, done).await;
+        }
+        let _ = tokio::time::timeout(deadline, self.tasks.wait()).await;
+    }
+
+    async fn finish(&self, id: &str, fields: Document, results_droppable: bool) -> Result<()> {
+        let (reply, done) = oneshot::channel();
+        self.commands
+            .send(writer::Command::Finish {
+                id: id.to_owned(),
+                fields,
+                results_droppable,
+                reply,
+            })
+            .map_err(|_| crate::Error::from(ErrorKind::ShuttingDown))?;
+        done.await
+            .map_err(|_| crate::Error::from(ErrorKind::ShuttingDown))?
+    }
+}

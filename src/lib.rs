@@ -1,0 +1,329 @@
+#![deny(clippy::all)]
+//! apostrophe-jobs-native: the Rust core of a drop-in replacement for ApostropheCMS 2.x's
+//! `apostrophe-jobs`, and its Node.js bindings.
+//!
+//! The core (`job`, `counters`, `store`, `engine`, `watcher`, `writer`, `batch`, `percent`)
+//! knows nothing of Node.js; this file only converts JavaScript values to core types and
+//! back. The JavaScript module (`index.js`, `lib/`) is the only caller of these bindings.
+
+pub mod batch;
+pub mod counters;
+pub mod engine;
+mod error;
+pub mod job;
+pub mod percent;
+pub mod store;
+mod watcher;
+mod writer;
+
+pub use error::{Error, ErrorKind, Result};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use mongodb::bson::{Bson, Document};
+use napi::bindgen_prelude::{Buffer, FnArgs, Promise};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use napi_derive::napi;
+
+use crate::batch::{BatchOptions, BatchOutcome, ChunkReport, ItemRunner};
+use crate::engine::{Engine, EngineEvents, EngineOptions, LogLevel};
+use crate::job::{HaltKind, NewJob};
+use crate::store::StoreOptions;
+
+impl From<Error> for napi::Error {
+    fn from(error: Error) -> Self {
+        let status = match error.kind() {
+            ErrorKind::InvalidArgument { .. } => Status::InvalidArg,
+            _ => Status::GenericFailure,
+        };
+        napi::Error::new(status, error.to_string())
+    }
+}
+
+/// Where the jobs live and how often the background tasks run.
+#[napi(object)]
+pub struct ConnectOptions {
+    /// The site's MongoDB connection string.
+    pub uri: String,
+    /// The site's database name.
+    pub database: String,
+    /// The jobs collection. Defaults to `aposJobs`.
+    pub collection: Option<String>,
+    /// How long the start-up ping may take, in ms. Defaults to 10,000.
+    pub connect_timeout_ms: Option<u32>,
+    /// How often pending counts are written at most, in ms. Defaults to 100.
+    pub flush_interval_ms: Option<u32>,
+    /// How often stop requests are looked for, in ms. Defaults to 250.
+    pub watch_interval_ms: Option<u32>,
+    /// How long the final write of a job is retried while MongoDB is unreachable, in ms.
+    /// Defaults to 60,000.
+    pub finish_retry_window_ms: Option<u32>,
+}
+
+fn millis(value: Option<u32>) -> Option<Duration> {
+    value.map(|ms| Duration::from_millis(u64::from(ms)))
+}
+
+impl From<ConnectOptions> for EngineOptions {
+    fn from(options: ConnectOptions) -> Self {
+        EngineOptions {
+            store: Some(StoreOptions {
+                uri: options.uri,
+                database: options.database,
+                collection: options.collection,
+                connect_timeout: millis(options.connect_timeout_ms),
+            }),
+            flush_interval: millis(options.flush_interval_ms),
+            watch_interval: millis(options.watch_interval_ms),
+            finish_retry_window: millis(options.finish_retry_window_ms),
+        }
+    }
+}
+
+/// How a batch runs.
+#[napi(object)]
+pub struct RunBatchOptions {
+    /// How many items run at once. Defaults to 1.
+    pub concurrency: Option<u32>,
+    /// The largest chunk of ids per call of the item runner. Defaults to 1,024.
+    pub max_chunk: Option<u32>,
+}
+
+/// What the JavaScript item runner reports for a chunk of ids.
+#[napi(object)]
+pub struct ChunkResult {
+    /// How many items ran to completion.
+    pub finished: u32,
+    /// Whether the runner stopped early because the job is halting.
+    pub halted: bool,
+}
+
+// Weak: a hook or log function must never keep Node alive on its own.
+type HaltHookFn = ThreadsafeFunction<
+    FnArgs<(String, String, Buffer)>,
+    (),
+    FnArgs<(String, String, Buffer)>,
+    Status,
+    false,
+    true,
+>;
+type LogFn =
+    ThreadsafeFunction<FnArgs<(String, String)>, (), FnArgs<(String, String)>, Status, false, true>;
+// Strong: a batch in progress keeps the process alive, as the 2.x loop did.
+type RunChunkFn = ThreadsafeFunction<Vec<String>, Promise<ChunkResult>, Vec<String>, Status, false>;
+
+struct JsEvents {
+    on_halt: HaltHookFn,
+    on_log: LogFn,
+}
+
+impl EngineEvents for JsEvents {
+    fn halt_requested(&self, id: &str, kind: HaltKind, job: &Document) {
+        let mut bytes = Vec::new();
+        if let Err(error) = job.to_writer(&mut bytes) {
+            self.log(
+                LogLevel::Error,
+                format!(
+                    "apostrophe-jobs: job {id} could not be handed to its {} hook: {error}",
+                    kind.hook_name()
+                ),
+            );
+            return;
+        }
+        let args = (
+            id.to_owned(),
+            kind.hook_name().to_owned(),
+            Buffer::from(bytes),
+        );
+        self.on_halt
+            .call(args.into(), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+
+    fn log(&self, level: LogLevel, message: String) {
+        let level = match level {
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        self.on_log.call(
+            (level.to_owned(), message).into(),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+    }
+}
+
+struct JsItemRunner {
+    run_chunk: Arc<RunChunkFn>,
+}
+
+impl ItemRunner for JsItemRunner {
+    fn run_items(&self, ids: Vec<String>) -> BoxFuture<'static, Result<ChunkReport>> {
+        let run_chunk = self.run_chunk.clone();
+        Box::pin(async move {
+            let callback_failed = |error: napi::Error| {
+                Error::from(ErrorKind::Callback {
+                    message: format!("the batch item runner failed: {}", error.reason),
+                })
+            };
+            let promise = run_chunk
+                .call_async_catch(ids)
+                .await
+                .map_err(callback_failed)?;
+            let result = promise.await.map_err(callback_failed)?;
+            Ok(ChunkReport {
+                finished: result.finished as usize,
+                halted: result.halted,
+            })
+        })
+    }
+}
+
+/// Reads a document that JavaScript serialised with the `bson` package, as the site's driver
+/// would, so every value keeps its BSON type (a Date stays a Date).
+fn read_document(bytes: &[u8], what: &'static str) -> Result<Document> {
+    Document::from_reader(bytes).map_err(|source| ErrorKind::Bson { what, source }.into())
+}
+
+/// Reads the `value` field of a `{ value }` document serialised by JavaScript.
+fn read_value(bytes: &[u8], what: &'static str) -> Result<Bson> {
+    let mut document = read_document(bytes, what)?;
+    Ok(document.remove("value").unwrap_or(Bson::Null))
+}
+
+/// The job engine of one site.
+#[napi]
+pub struct JobEngine {
+    engine: Engine,
+}
+
+/// Connects to the site's database and starts the writer and the stop/cancel watcher.
+/// `onHalt(jobId, hookName, jobBson)` is called when a stop is picked up for a job of this
+/// process; `onLog(level, message)` receives the engine's messages.
+#[napi]
+pub async fn connect(
+    options: ConnectOptions,
+    on_halt: HaltHookFn,
+    on_log: LogFn,
+) -> napi::Result<JobEngine> {
+    let events = Arc::new(JsEvents { on_halt, on_log });
+    let engine = Engine::connect(options.into(), events).await?;
+    Ok(JobEngine { engine })
+}
+
+#[napi]
+impl JobEngine {
+    /// Inserts a job (labels as a BSON document) and returns its id.
+    #[napi]
+    pub async fn start_job(
+        &self,
+        labels: Buffer,
+        can_cancel: bool,
+        can_stop: bool,
+    ) -> napi::Result<String> {
+        let labels = read_document(&labels, "labels")?;
+        let id = self
+            .engine
+            .start_job(NewJob {
+                labels,
+                can_cancel,
+                can_stop,
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// Adds to a job's counters; written within the flush interval.
+    #[napi]
+    pub fn add_counts(&self, id: String, good: f64, bad: f64) {
+        self.engine.add_counts(&id, good, bad);
+    }
+
+    /// Sets a job's `total` (a BSON `{ value }` document); written within the flush interval.
+    #[napi]
+    pub fn set_total(&self, id: String, total: Buffer) -> napi::Result<()> {
+        let total = read_value(&total, "total")?;
+        self.engine.set_total(&id, total);
+        Ok(())
+    }
+
+    /// Ends a job; `results` is a BSON `{ value }` document, or absent for `null`.
+    #[napi]
+    pub async fn end_job(
+        &self,
+        id: String,
+        success: bool,
+        results: Option<Buffer>,
+    ) -> napi::Result<()> {
+        let results = match results {
+            Some(bytes) => read_value(&bytes, "results")?,
+            None => Bson::Null,
+        };
+        self.engine.end_job(&id, success, results).await?;
+        Ok(())
+    }
+
+    /// Records the acknowledgement of a stop/cancel hook.
+    #[napi]
+    pub async fn acknowledge_halt(&self, id: String, failed: bool) -> napi::Result<()> {
+        self.engine.acknowledge_halt(&id, failed).await?;
+        Ok(())
+    }
+
+    /// Runs a batch job's ids through `runChunk(ids) → Promise<{ finished, halted }>`.
+    /// Resolves `"completed"` or `"halted"`.
+    #[napi]
+    pub async fn run_batch(
+        &self,
+        id: String,
+        ids: Vec<String>,
+        run_chunk: RunChunkFn,
+        options: Option<RunBatchOptions>,
+    ) -> napi::Result<String> {
+        let options = options.map_or_else(BatchOptions::default, |o| BatchOptions {
+            concurrency: o.concurrency.map(|c| c as usize),
+            max_chunk: o.max_chunk.map(|c| c as usize),
+        });
+        let runner = Arc::new(JsItemRunner {
+            run_chunk: Arc::new(run_chunk),
+        });
+        let outcome = self.engine.run_batch(&id, ids, runner, options).await?;
+        Ok(match outcome {
+            BatchOutcome::Completed => "completed",
+            BatchOutcome::Halted => "halted",
+        }
+        .to_owned())
+    }
+
+    /// The `cancel` route's write; resolves whether a running job matched.
+    #[napi]
+    pub async fn request_cancel(&self, id: String) -> napi::Result<bool> {
+        Ok(self.engine.request_cancel(&id).await?)
+    }
+
+    /// One stop/cancel check for a job now.
+    #[napi]
+    pub async fn check_stop(&self, id: String) {
+        self.engine.check_stop(&id).await;
+    }
+
+    /// How many stoppable jobs this process is watching.
+    #[napi]
+    pub fn live_jobs(&self) -> u32 {
+        self.engine.live_jobs() as u32
+    }
+
+    /// Writes pending counts and stops the background tasks (at most `deadlineMs`).
+    #[napi]
+    pub async fn close(&self, deadline_ms: Option<u32>) {
+        let deadline = Duration::from_millis(u64::from(deadline_ms.unwrap_or(5_000)));
+        self.engine.close(deadline).await;
+    }
+}
+
+/// `((processed / total) * 100).toFixed(2)`, exactly as JavaScript computes it.
+#[napi]
+pub fn percentage(processed: f64, total: f64) -> String {
+    percent::percentage(processed, total)
+}

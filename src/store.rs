@@ -1,0 +1,188 @@
+//! MongoDB access for job state through the official driver: one method per 2.x write, on a
+//! cheap `Clone` handle around the jobs collection.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use mongodb::error::{ErrorKind as DriverErrorKind, WriteFailure};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Collection};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Where the jobs live.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// A MongoDB connection string (the site's).
+    pub uri: String,
+    /// The site's database name.
+    pub database: String,
+    /// The jobs collection. Defaults to `aposJobs`.
+    pub collection: Option<String>,
+    /// How long the start-up ping may take. Defaults to 10 seconds.
+    pub connect_timeout: Option<Duration>,
+}
+
+/// The jobs collection.
+#[derive(Debug, Clone)]
+pub struct JobStore {
+    collection: Collection<Document>,
+}
+
+impl JobStore {
+    /// Connects and pings, so an unreachable database is a clear error at start-up rather than
+    /// a hang at the first job.
+    pub async fn connect(options: &StoreOptions) -> Result<JobStore> {
+        let after = options.connect_timeout.unwrap_or(Duration::from_secs(10));
+        let target = redact_password(&options.uri);
+        let unreachable = |source| ErrorKind::Unreachable {
+            target: target.clone(),
+            after,
+            source,
+        };
+        let mut client_options = ClientOptions::parse(&options.uri)
+            .await
+            .map_err(|source| {
+                Error::invalid_argument(format!(
+                    "the MongoDB URI {target} could not be parsed ({source}); pass a mongodb:// or mongodb+srv:// connection string"
+                ))
+            })?;
+        client_options.app_name = Some("apostrophe-jobs-native".to_owned());
+        if client_options.server_selection_timeout.is_none() {
+            client_options.server_selection_timeout = Some(after);
+        }
+        let client = Client::with_options(client_options).map_err(unreachable)?;
+        let database = client.database(&options.database);
+        match tokio::time::timeout(after, database.run_command(doc! { "ping": 1 })).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(source)) => return Err(unreachable(source).into()),
+            Err(_) => {
+                return Err(
+                    unreachable(mongodb::error::Error::custom("ping timed out".to_owned())).into(),
+                )
+            }
+        }
+        let name = options.collection.as_deref().unwrap_or("aposJobs");
+        Ok(JobStore {
+            collection: database.collection(name),
+        })
+    }
+
+    /// Inserts a new job document.
+    pub async fn insert(&self, job: &Document) -> Result<()> {
+        self.collection
+            .insert_one(job)
+            .await
+            .map_err(|e| Error::database("insert of the job document", e))?;
+        Ok(())
+    }
+
+    /// Applies an update to one job; returns whether a document matched.
+    pub async fn update(&self, id: &str, update: Document) -> Result<bool> {
+        let result = self
+            .collection
+            .update_one(doc! { "_id": id }, update)
+            .await
+            .map_err(|e| Error::database("update of the job document", e))?;
+        Ok(result.matched_count > 0)
+    }
+
+    /// The `cancel` route's write: asks a running job to stop. Unlike 2.x, an ended job is
+    /// left alone, so it never shows "Stopping..." afterwards. Returns whether a running job
+    /// matched.
+    pub async fn request_cancel(&self, id: &str) -> Result<bool> {
+        let result = self
+            .collection
+            .update_one(
+                doc! { "_id": id, "ended": false },
+                doc! { "$set": { "canceling": true } },
+            )
+            .await
+            .map_err(|e| Error::database("update of canceling", e))?;
+        Ok(result.matched_count > 0)
+    }
+
+    /// The watcher's query: which of these jobs have been asked to stop. One round trip for
+    /// all of them.
+    pub async fn find_canceling(&self, ids: &[String]) -> Result<Vec<Document>> {
+        self.collection
+            .find(doc! { "_id": { "$in": ids }, "canceling": true })
+            .await
+            .map_err(|e| Error::database("stop/cancel check", e))?
+            .try_collect()
+            .await
+            .map_err(|e| Error::database("stop/cancel check", e))
+    }
+
+    /// One job document.
+    pub async fn find(&self, id: &str) -> Result<Option<Document>> {
+        self.collection
+            .find_one(doc! { "_id": id })
+            .await
+            .map_err(|e| Error::database("read of the job document", e))
+    }
+}
+
+/// Whether the server refused a write because the document would pass the 16 MB limit.
+pub fn is_too_large(error: &mongodb::error::Error) -> bool {
+    const TOO_LARGE_CODES: [i32; 4] = [10334, 17419, 17420, 13548];
+    let code = match error.kind.as_ref() {
+        DriverErrorKind::Write(WriteFailure::WriteError(e)) => Some(e.code),
+        DriverErrorKind::Command(e) => Some(e.code),
+        _ => None,
+    };
+    code.is_some_and(|code| TOO_LARGE_CODES.contains(&code))
+        || error.to_string().contains("too large")
+        || error.to_string().contains("larger than")
+}
+
+/// Whether an error is about reaching the server rather than about the write itself, so
+/// that trying again later can succeed.
+pub fn is_transient(error: &Error) -> bool {
+    match error.kind() {
+        ErrorKind::Database { source, .. } => {
+            matches!(
+                source.kind.as_ref(),
+                DriverErrorKind::Io(_)
+                    | DriverErrorKind::ServerSelection { .. }
+                    | DriverErrorKind::ConnectionPoolCleared { .. }
+            ) || source.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+        }
+        _ => false,
+    }
+}
+
+/// The URI with any password replaced, for messages.
+pub fn redact_password(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((credentials, hosts)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{hosts}{tail}")
+        }
+        None => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_password("mongodb://bob:secret@db1,db2/site?authSource=admin"),
+            "mongodb://bob:***@db1,db2/site?authSource=admin"
+        );
+        assert_eq!(
+            redact_password("mongodb://localhost:27017/site"),
+            "mongodb://localhost:27017/site"
+        );
+        assert_eq!(redact_password("not a uri"), "not a uri");
+    }
+}

@@ -1,0 +1,161 @@
+//! The writer: the one task that writes counts and final states, so a job's counts can never
+//! land after the update that ends it (the 2.x race, where the modal could stop at 99/100).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use mongodb::bson::{Bson, Document};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep, sleep_until, Instant};
+
+use crate::engine::{LogLevel, Shared};
+use crate::error::Result;
+use crate::store::is_transient;
+
+/// How long to wait before writing counts again after MongoDB could not be reached.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// A request to the writer.
+pub(crate) enum Command {
+    /// Write a job's last counts with these `$set` fields (end or halt).
+    Finish {
+        id: String,
+        fields: Document,
+        /// Whether `results` may be replaced by `null` when the document grows too large.
+        results_droppable: bool,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Write everything pending and stop.
+    Close { reply: oneshot::Sender<()> },
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut next_flush: Option<Instant> = None;
+    let mut last_flush = Instant::now() - shared.timings.flush_interval;
+    let mut outage = false;
+    loop {
+        let far_future = Instant::now() + Duration::from_secs(86_400);
+        tokio::select! {
+            biased;
+            command = commands.recv() => match command {
+                Some(Command::Finish { id, fields, results_droppable, reply }) => {
+                    let _ = reply.send(finish(&shared, &id, fields, results_droppable).await);
+                }
+                Some(Command::Close { reply }) => {
+                    flush_all(&shared, &mut outage).await;
+                    let _ = reply.send(());
+                    return;
+                }
+                None => {
+                    flush_all(&shared, &mut outage).await;
+                    return;
+                }
+            },
+            _ = shared.flush_wanted.notified(), if next_flush.is_none() => {
+                next_flush = Some(Instant::now().max(last_flush + shared.timings.flush_interval));
+            }
+            _ = sleep_until(next_flush.unwrap_or(far_future)), if next_flush.is_some() => {
+                last_flush = Instant::now();
+                next_flush = None;
+                if !flush_all(&shared, &mut outage).await {
+                    next_flush = Some(Instant::now() + RETRY_DELAY);
+                }
+            }
+        }
+    }
+}
+
+/// Writes every job's pending counts, one update per job, concurrently. What cannot be
+/// written goes back into the book for the next try. Returns whether everything was written.
+async fn flush_all(shared: &Shared, outage: &mut bool) -> bool {
+    let pending = shared.counters().take_all();
+    if pending.is_empty() {
+        return true;
+    }
+    let writes = pending.into_iter().map(|(id, change)| async move {
+        let Some(update) = change.clone().into_update(None) else {
+            return None;
+        };
+        match shared.store.update(&id, update).await {
+            Ok(_) => None,
+            Err(error) => Some((id, change, error)),
+        }
+    });
+    let mut all_written = true;
+    for (id, change, error) in join_all(writes).await.into_iter().flatten() {
+        if is_transient(&error) {
+            all_written = false;
+            if !*outage {
+                shared.events.log(
+                    LogLevel::Error,
+                    format!("{error}; job counts are kept and written once MongoDB answers again"),
+                );
+            }
+            shared.counters().restore(id, change);
+        } else {
+            shared.events.log(
+                LogLevel::Error,
+                format!("{error}; the counts of job {id} since its last write are lost"),
+            );
+        }
+    }
+    if *outage && all_written {
+        shared.events.log(
+            LogLevel::Warn,
+            "apostrophe-jobs: MongoDB answers again; pending job counts were written".to_owned(),
+        );
+    }
+    *outage = !all_written;
+    all_written
+}
+
+/// The final write of a job: its pending counts and the ending fields in one update, retried
+/// while MongoDB cannot be reached (within the retry window), and retried with
+/// `results: null` when the document would pass the size limit.
+async fn finish(
+    shared: &Shared,
+    id: &str,
+    mut fields: Document,
+    results_droppable: bool,
+) -> Result<()> {
+    let pending = shared.counters().take(id);
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(250);
+    let mut reported = false;
+    loop {
+        let update = pending
+            .clone()
+            .into_update(Some(fields.clone()))
+            .expect("the ending fields are never empty");
+        let error = match shared.store.update(id, update).await {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        let has_results = !matches!(fields.get("results"), None | Some(Bson::Null));
+        if results_droppable && has_results && error.is_document_too_large() {
+            shared.events.log(
+                LogLevel::Error,
+                format!("apostrophe-jobs: the results of job {id} are too large to store (MongoDB's 16 MB document limit); the job ends without them ({error})"),
+            );
+            fields.insert("results", Bson::Null);
+            continue;
+        }
+        if is_transient(&error) && started.elapsed() < shared.timings.finish_retry_window {
+            if !reported {
+                shared.events.log(
+                    LogLevel::Error,
+                    format!("{error}; the end of job {id} is retried until MongoDB answers"),
+                );
+                reported = true;
+            }
+            sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+            continue;
+        }
+        // Keep the counts for the flusher: they are still true even if the ending is not.
+        shared.counters().restore(id.to_owned(), pending);
+        shared.flush_wanted.notify_one();
+        return Err(error);
+    }
+}
