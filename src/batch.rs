@@ -1,11 +1,14 @@
-//! The loop of `run`: hands a batch job's ids to the item runner (the JavaScript side, which
+//! The loop of `run`: hands a batch job's items to the item runner (the JavaScript side, which
 //! calls the site's `change(req, id, cb)`) in order, `concurrency` at a time, and takes no new
 //! item once a stop has been picked up. The item in flight when a stop arrives finishes.
 //!
-//! At concurrency 1 the ids go over in chunks that grow while items are quick, because one
-//! hop into JavaScript costs far more than a no-op item; the runner checks for a stop between
-//! the items of a chunk, so stops are as prompt as with one id per hop.
+//! Items travel as index ranges into the id array that JavaScript keeps, so `change` receives
+//! the very elements that `launder.ids` kept (a number stays a number) and nothing is copied.
+//! At concurrency 1 the ranges grow while items are quick, because one hop into JavaScript
+//! costs far more than a no-op item; the runner checks for a stop between the items of a
+//! range, so stops are as prompt as with one item per hop.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,17 +19,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 
-/// Runs the site's `change` for some ids.
+/// Runs the site's `change` for some items.
 pub trait ItemRunner: Send + Sync + 'static {
-    /// Runs the items one after the other, in order, counting each as good or bad as it
-    /// finishes. Resolves once the last has finished, or early when a stop was requested.
-    fn run_items(&self, ids: Vec<String>) -> BoxFuture<'static, Result<ChunkReport>>;
+    /// Runs the items at these indexes one after the other, in order, counting each as good
+    /// or bad as it finishes. Resolves once the last has finished, or early when a stop was
+    /// requested.
+    fn run_items(&self, items: Range<usize>) -> BoxFuture<'static, Result<ChunkReport>>;
 }
 
-/// What the runner did with a chunk.
+/// What the runner did with a range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkReport {
-    /// How many of the chunk's items ran to completion.
+    /// How many of the range's items ran to completion.
     pub finished: usize,
     /// Whether the runner stopped early because the job is halting.
     pub halted: bool,
@@ -37,16 +41,16 @@ pub struct ChunkReport {
 pub struct BatchOptions {
     /// How many items run at once. Defaults to 1, the 2.x order (one after the other).
     pub concurrency: Option<usize>,
-    /// The largest chunk of ids per hop at concurrency 1. Defaults to 1,024.
+    /// The largest range of items per hop at concurrency 1. Defaults to 1,024.
     pub max_chunk: Option<usize>,
 }
 
 /// How a batch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchOutcome {
-    /// Every id was handed over and finished.
+    /// Every item was handed over and finished.
     Completed,
-    /// A stop was picked up; later ids were not started.
+    /// A stop was picked up; later items were not started.
     Halted,
 }
 
@@ -56,36 +60,42 @@ const QUICK_CHUNK: Duration = Duration::from_millis(2);
 /// a long chunk of its neighbours in one hop.
 const SLOW_CHUNK: Duration = Duration::from_millis(50);
 
-/// Runs the batch. `halt` is the job's stop signal from the watcher.
+/// Runs a batch of `count` items. `halt` is the job's stop signal from the watcher.
 pub async fn run(
-    ids: Vec<String>,
+    count: usize,
     runner: Arc<dyn ItemRunner>,
     halt: CancellationToken,
     options: BatchOptions,
 ) -> Result<BatchOutcome> {
     let concurrency = options.concurrency.unwrap_or(1).max(1);
     if concurrency == 1 {
-        run_in_series(ids, runner, halt, options.max_chunk.unwrap_or(1024).max(1)).await
+        run_in_series(
+            count,
+            runner,
+            halt,
+            options.max_chunk.unwrap_or(1024).max(1),
+        )
+        .await
     } else {
-        run_in_lanes(ids, runner, halt, concurrency).await
+        run_in_lanes(count, runner, halt, concurrency).await
     }
 }
 
 async fn run_in_series(
-    ids: Vec<String>,
+    count: usize,
     runner: Arc<dyn ItemRunner>,
     halt: CancellationToken,
     max_chunk: usize,
 ) -> Result<BatchOutcome> {
     let mut next = 0;
     let mut chunk = 1;
-    while next < ids.len() {
+    while next < count {
         if halt.is_cancelled() {
             return Ok(BatchOutcome::Halted);
         }
-        let end = (next + chunk).min(ids.len());
+        let end = (next + chunk).min(count);
         let started = Instant::now();
-        let report = runner.run_items(ids[next..end].to_vec()).await?;
+        let report = runner.run_items(next..end).await?;
         if report.halted {
             return Ok(BatchOutcome::Halted);
         }
@@ -100,25 +110,19 @@ async fn run_in_series(
     Ok(BatchOutcome::Completed)
 }
 
-/// `concurrency` lanes take the next id from a shared cursor, so items start in order and at
-/// most `concurrency` run at once (async's `eachLimit`).
+/// `concurrency` lanes take the next item from a shared cursor, so items start in order and
+/// at most `concurrency` run at once (async's `eachLimit`).
 async fn run_in_lanes(
-    ids: Vec<String>,
+    count: usize,
     runner: Arc<dyn ItemRunner>,
     halt: CancellationToken,
     concurrency: usize,
 ) -> Result<BatchOutcome> {
-    let ids = Arc::new(ids);
     let cursor = Arc::new(AtomicUsize::new(0));
     let halted = Arc::new(AtomicBool::new(false));
-    let lanes = (0..concurrency.min(ids.len())).map(|_| {
-        let (ids, cursor, halted, runner, halt) = (
-            ids.clone(),
-            cursor.clone(),
-            halted.clone(),
-            runner.clone(),
-            halt.clone(),
-        );
+    let lanes = (0..concurrency.min(count)).map(|_| {
+        let (cursor, halted, runner, halt) =
+            (cursor.clone(), halted.clone(), runner.clone(), halt.clone());
         async move {
             loop {
                 if halt.is_cancelled() || halted.load(Ordering::Relaxed) {
@@ -126,10 +130,10 @@ async fn run_in_lanes(
                     return Ok::<(), crate::Error>(());
                 }
                 let index = cursor.fetch_add(1, Ordering::Relaxed);
-                let Some(id) = ids.get(index) else {
+                if index >= count {
                     return Ok(());
-                };
-                if runner.run_items(vec![id.clone()]).await?.halted {
+                }
+                if runner.run_items(index..index + 1).await?.halted {
                     halted.store(true, Ordering::Relaxed);
                 }
             }
@@ -152,7 +156,7 @@ mod tests {
     /// start, takes `delay` per item, and obeys the halt token between items as the
     /// JavaScript runner obeys its stop hook.
     struct RecordingRunner {
-        started: Mutex<Vec<String>>,
+        started: Mutex<Vec<usize>>,
         running: AtomicUsize,
         most_at_once: AtomicUsize,
         chunk_sizes: Mutex<Vec<usize>>,
@@ -174,7 +178,7 @@ mod tests {
             })
         }
 
-        fn started(&self) -> Vec<String> {
+        fn started(&self) -> Vec<usize> {
             self.started.lock().unwrap().clone()
         }
     }
@@ -182,12 +186,12 @@ mod tests {
     struct Shared(Arc<RecordingRunner>);
 
     impl ItemRunner for Shared {
-        fn run_items(&self, ids: Vec<String>) -> BoxFuture<'static, Result<ChunkReport>> {
+        fn run_items(&self, items: Range<usize>) -> BoxFuture<'static, Result<ChunkReport>> {
             let this = self.0.clone();
             Box::pin(async move {
-                this.chunk_sizes.lock().unwrap().push(ids.len());
+                this.chunk_sizes.lock().unwrap().push(items.len());
                 let mut finished = 0;
-                for id in ids {
+                for item in items {
                     if this.halt.is_cancelled() {
                         return Ok(ChunkReport {
                             finished,
@@ -196,7 +200,7 @@ mod tests {
                     }
                     let count = {
                         let mut started = this.started.lock().unwrap();
-                        started.push(id);
+                        started.push(item);
                         started.len()
                     };
                     let now = this.running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -218,8 +222,8 @@ mod tests {
         }
     }
 
-    fn ids(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("id{i}")).collect()
+    fn ids(n: usize) -> Vec<usize> {
+        (0..n).collect()
     }
 
     #[tokio::test]
@@ -227,7 +231,7 @@ mod tests {
         let halt = CancellationToken::new();
         let runner = RecordingRunner::new(Duration::ZERO, halt.clone(), None);
         let outcome = run(
-            ids(1000),
+            1000,
             Arc::new(Shared(runner.clone())),
             halt,
             BatchOptions::default(),
@@ -247,7 +251,7 @@ mod tests {
             concurrency: None,
             max_chunk: Some(64),
         };
-        run(ids(1000), Arc::new(Shared(runner.clone())), halt, options)
+        run(1000, Arc::new(Shared(runner.clone())), halt, options)
             .await
             .unwrap();
         let sizes = runner.chunk_sizes.lock().unwrap().clone();
@@ -265,7 +269,7 @@ mod tests {
         let halt = CancellationToken::new();
         let runner = RecordingRunner::new(Duration::from_millis(60), halt.clone(), None);
         run(
-            ids(4),
+            4,
             Arc::new(Shared(runner.clone())),
             halt,
             BatchOptions::default(),
@@ -280,7 +284,7 @@ mod tests {
         let halt = CancellationToken::new();
         let runner = RecordingRunner::new(Duration::ZERO, halt.clone(), Some(10));
         let outcome = run(
-            ids(100),
+            100,
             Arc::new(Shared(runner.clone())),
             halt,
             BatchOptions::default(),
@@ -299,7 +303,7 @@ mod tests {
             concurrency: Some(4),
             max_chunk: None,
         };
-        let outcome = run(ids(40), Arc::new(Shared(runner.clone())), halt, options)
+        let outcome = run(40, Arc::new(Shared(runner.clone())), halt, options)
             .await
             .unwrap();
         assert_eq!(outcome, BatchOutcome::Completed);
@@ -315,7 +319,7 @@ mod tests {
             concurrency: Some(3),
             max_chunk: None,
         };
-        let outcome = run(ids(100), Arc::new(Shared(runner.clone())), halt, options)
+        let outcome = run(100, Arc::new(Shared(runner.clone())), halt, options)
             .await
             .unwrap();
         assert_eq!(outcome, BatchOutcome::Halted);
@@ -328,7 +332,7 @@ mod tests {
         let halt = CancellationToken::new();
         let runner = RecordingRunner::new(Duration::ZERO, halt.clone(), None);
         let outcome = run(
-            Vec::new(),
+            0,
             Arc::new(Shared(runner.clone())),
             halt,
             BatchOptions::default(),

@@ -205,12 +205,12 @@ impl Engine {
             .await
     }
 
-    /// Runs a batch job's items through `runner`, in order, `concurrency` at a time, taking
-    /// no new item once a stop has been picked up for the job.
+    /// Runs a batch job's `count` items through `runner`, in order, `concurrency` at a time,
+    /// taking no new item once a stop has been picked up for the job.
     pub async fn run_batch(
         &self,
         id: &str,
-        ids: Vec<String>,
+        count: usize,
         runner: Arc<dyn ItemRunner>,
         options: BatchOptions,
     ) -> Result<BatchOutcome> {
@@ -220,7 +220,7 @@ impl Engine {
             .get(id)
             .map(|live| live.halt.clone())
             .unwrap_or_default();
-        batch::run(ids, runner, halt, options).await
+        batch::run(count, runner, halt, options).await
     }
 
     /// The `cancel` route: asks a running job, in any process, to stop.

@@ -1,4 +1,5 @@
 #![deny(clippy::all)]
+#![warn(missing_docs)]
 //! apostrophe-jobs-native: the Rust core of a drop-in replacement for ApostropheCMS 2.x's
 //! `apostrophe-jobs`, and its Node.js bindings.
 //!
@@ -18,6 +19,7 @@ mod writer;
 
 pub use error::{Error, ErrorKind, Result};
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,11 +90,11 @@ impl From<ConnectOptions> for EngineOptions {
 pub struct RunBatchOptions {
     /// How many items run at once. Defaults to 1.
     pub concurrency: Option<u32>,
-    /// The largest chunk of ids per call of the item runner. Defaults to 1,024.
+    /// The largest range of items per call of the item runner. Defaults to 1,024.
     pub max_chunk: Option<u32>,
 }
 
-/// What the JavaScript item runner reports for a chunk of ids.
+/// What the JavaScript item runner reports for a range of items.
 #[napi(object)]
 pub struct ChunkResult {
     /// How many items ran to completion.
@@ -113,7 +115,8 @@ type HaltHookFn = ThreadsafeFunction<
 type LogFn =
     ThreadsafeFunction<FnArgs<(String, String)>, (), FnArgs<(String, String)>, Status, false, true>;
 // Strong: a batch in progress keeps the process alive, as the 2.x loop did.
-type RunChunkFn = ThreadsafeFunction<Vec<String>, Promise<ChunkResult>, Vec<String>, Status, false>;
+type RunChunkFn =
+    ThreadsafeFunction<FnArgs<(u32, u32)>, Promise<ChunkResult>, FnArgs<(u32, u32)>, Status, false>;
 
 struct JsEvents {
     on_halt: HaltHookFn,
@@ -159,8 +162,10 @@ struct JsItemRunner {
 }
 
 impl ItemRunner for JsItemRunner {
-    fn run_items(&self, ids: Vec<String>) -> BoxFuture<'static, Result<ChunkReport>> {
+    fn run_items(&self, items: Range<usize>) -> BoxFuture<'static, Result<ChunkReport>> {
         let run_chunk = self.run_chunk.clone();
+        // Batches are capped at u32::MAX items by `run_batch`'s `count` argument.
+        let range = (items.start as u32, items.end as u32);
         Box::pin(async move {
             let callback_failed = |error: napi::Error| {
                 Error::from(ErrorKind::Callback {
@@ -168,7 +173,7 @@ impl ItemRunner for JsItemRunner {
                 })
             };
             let promise = run_chunk
-                .call_async_catch(ids)
+                .call_async_catch(range.into())
                 .await
                 .map_err(callback_failed)?;
             let result = promise.await.map_err(callback_failed)?;
@@ -271,13 +276,14 @@ impl JobEngine {
         Ok(())
     }
 
-    /// Runs a batch job's ids through `runChunk(ids) → Promise<{ finished, halted }>`.
-    /// Resolves `"completed"` or `"halted"`.
+    /// Runs a batch job's `count` items through `runChunk(start, end) → Promise<{ finished,
+    /// halted }>`, where `start..end` index the id array the caller keeps. Resolves
+    /// `"completed"` or `"halted"`.
     #[napi]
     pub async fn run_batch(
         &self,
         id: String,
-        ids: Vec<String>,
+        count: u32,
         run_chunk: RunChunkFn,
         options: Option<RunBatchOptions>,
     ) -> napi::Result<String> {
@@ -288,7 +294,10 @@ impl JobEngine {
         let runner = Arc::new(JsItemRunner {
             run_chunk: Arc::new(run_chunk),
         });
-        let outcome = self.engine.run_batch(&id, ids, runner, options).await?;
+        let outcome = self
+            .engine
+            .run_batch(&id, count as usize, runner, options)
+            .await?;
         Ok(match outcome {
             BatchOutcome::Completed => "completed",
             BatchOutcome::Halted => "halted",

@@ -74,9 +74,7 @@ async fn flush_all(shared: &Shared, outage: &mut bool) -> bool {
         return true;
     }
     let writes = pending.into_iter().map(|(id, change)| async move {
-        let Some(update) = change.clone().into_update(None) else {
-            return None;
-        };
+        let update = change.clone().into_update(None)?;
         match shared.store.update(&id, update).await {
             Ok(_) => None,
             Err(error) => Some((id, change, error)),

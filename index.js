@@ -1,0 +1,33 @@
+// apostrophe-jobs-native: a drop-in replacement for the ApostropheCMS 2.x `apostrophe-jobs`
+// module, with its job state, stop/cancel watcher and batch loop in Rust.
+//
+// Enable it with one file in your project, `lib/modules/apostrophe-jobs/index.js`:
+//
+//     module.exports = require('apostrophe-jobs-native');
+//
+// That file becomes an implicit subclass of the core `apostrophe-jobs` module (this
+// definition has no `extend`), so the core module's routes, views, browser assets and
+// `afterConstruct` stay in force; this package's `construct` runs after the core one and
+// replaces its methods. Everything else in the site stays as it is.
+//
+// What the module does (as in 2.x): it runs long-running jobs in response to user actions,
+// such as batch operations on pieces, with a progress modal in the browser and a Stop or
+// Cancel button. See `run` for the easiest way to use it, `runNonBatch` for one-shot work,
+// and `start` and friends for the rest. It has nothing to do with cron jobs or command
+// line tasks.
+//
+// Options (all optional): `collectionName` (default `aposJobs`), `uri` (the MongoDB
+// connection string for the Rust engine; defaults to the one the site connected with),
+// `connectTimeout`, `flushInterval`, `watchInterval`, `finishRetryWindow` (ms).
+
+module.exports = {
+
+  collectionName: 'aposJobs',
+
+  construct: function(self, options) {
+    require('./lib/implementation.js')(self, options);
+    require('./lib/api.js')(self, options);
+    require('./lib/routes.js')(self, options);
+    require('./lib/browser.js')(self, options);
+  }
+};

@@ -1,0 +1,338 @@
+// The jobs API, with the 2.x signatures: `run`, `runNonBatch`, `start`, `good`, `bad`,
+// `setTotal`, `end`. Job state lives in Rust (ids, counters, the final write, the stop/cancel
+// watcher, the batch loop); this file keeps what only JavaScript can hold: `req`, the site's
+// `change` and work functions, and the HTTP replies.
+
+module.exports = function(self, options) {
+
+  // Starts and supervises a long-running job such as a batch operation on pieces. Call it
+  // to implement an API route that carries out the same action on many things. If your job
+  // doesn't look like that, see `runNonBatch`.
+  //
+  // The ids to process come from `req.body.ids` (or a single `req.body._id`), laundered as
+  // in 2.x. Pass `req` and a `change(req, id, callback)` function that performs the change
+  // on one id and calls back with an error (counted as a bad item; the job goes on) and an
+  // optional result.
+  //
+  // If `req.body.job` is truthy, responds at once with `{ status: 'ok', jobId }`; pass the
+  // id to `apos.modules['apostrophe-jobs'].progress(jobId)` in the browser. Once the job is
+  // `completed`, `results` holds each good item's result by id.
+  //
+  // Jobs run this way can be stopped (not canceled): the item in progress finishes and no
+  // further item starts.
+  //
+  // *Options*
+  //
+  // `labels`: the modal's texts (`title`, `running`, `completed`, `failed`, `good`, `bad`, …).
+  // `concurrency`: how many items run at once. Defaults to 1, the 2.x order (one after the
+  // other, in id order); pages' `sortPageIds` and similar rely on that, so only raise it for
+  // independent items.
+  // `timeout`: milliseconds after which an item that has not called back counts as failed
+  // and the batch moves on (a later callback is ignored with a warning). Off by default.
+  //
+  // *Unlike 2.x*
+  //
+  // `change` may also return a promise, and a synchronous throw counts as a failed item
+  // instead of crashing the process. The counts are exact the moment the job ends.
+  //
+  // *Backwards compatibility*
+  //
+  // If `req.body.job` is not truthy, every id is processed within the request and the reply
+  // is `{ status: 'ok', data: firstResult, results }` (`data` is `{}` unless `_id` was
+  // used). Unlike 2.x, which hung on the first failure and never recorded results, the
+  // first failure stops the batch and is the reply's error. Proxy timeouts are bad; don't
+  // use this mode.
+
+  self.run = function(req, change, options) {
+    options = options || {};
+    const body = req.body || {};
+    let ids;
+    if (body._id) {
+      ids = [ self.apos.launder.id(body._id) ];
+    } else if (body.ids) {
+      ids = self.apos.launder.ids(body.ids);
+    } else {
+      return self.apiResponder(req, 'invalid');
+    }
+    if (!body.job) {
+      return runWithinRequest(req, change, ids, options);
+    }
+    // The stop hook remembers its acknowledgement; the Rust loop has already stopped taking
+    // items by then, and the item runner below stops between the items of its range.
+    let stopAcknowledgement = null;
+    let loopHalted = false;
+    const acknowledgeStopWhenHalted = function() {
+      if (stopAcknowledgement && loopHalted) {
+        const acknowledge = stopAcknowledgement;
+        stopAcknowledgement = function() {};
+        acknowledge(null);
+      }
+    };
+    const startOptions = Object.assign({}, options, {
+      stop: function(job, acknowledge) {
+        stopAcknowledgement = acknowledge;
+        acknowledgeStopWhenHalted();
+      }
+    });
+    return self.start(startOptions, function(err, job) {
+      if (err) {
+        return self.apiResponder(req, err);
+      }
+      self.setTotal(job, ids.length);
+      self.apiResponder(req, null, { jobId: job._id });
+      const results = {};
+      const runRange = async function(start, end) {
+        for (let index = start; index < end; index++) {
+          if (stopAcknowledgement) {
+            return { finished: index - start, halted: true };
+          }
+          const id = ids[index];
+          const outcome = await self.callChange(req, change, id, options.timeout);
+          if (outcome.error) {
+            self.bad(job);
+          } else {
+            self.good(job);
+            results[id] = outcome.result;
+          }
+        }
+        return { finished: end - start, halted: false };
+      };
+      const batchOptions = { concurrency: options.concurrency, maxChunk: options.maxChunk };
+      return self.engine.runBatch(job._id, ids.length, runRange, batchOptions).then(function(outcome) {
+        if (outcome === 'halted') {
+          loopHalted = true;
+          return acknowledgeStopWhenHalted();
+        }
+        return self.end(job, true, results, self.logEndFailure);
+      }, function(error) {
+        self.apos.utils.error(error);
+        return self.end(job, false, self.logEndFailure);
+      });
+    });
+  };
+
+  function runWithinRequest(req, change, ids, options) {
+    const results = {};
+    let single;
+    return (async function() {
+      for (const id of ids) {
+        const outcome = await self.callChange(req, change, id, options.timeout);
+        if (outcome.error) {
+          return self.apiResponder(req, outcome.error);
+        }
+        results[id] = outcome.result;
+        if (req.body._id && !single) {
+          single = outcome.result;
+        }
+      }
+      return self.apiResponder(req, null, { data: single || {}, results });
+    })();
+  }
+
+  // Like `run`, starts and supervises a long-running job, but `doTheWork(req, reporting,
+  // callback)` is called just once and the job is over when it finishes. `doTheWork` may
+  // call `reporting.good(n)`, `reporting.bad(n)` (n defaults to 1, and 0 counts as 1, as in
+  // 2.x), `reporting.setTotal(n)` and `reporting.setResults(object)` (handed to the
+  // browser's `success` callback). It may return a promise instead of calling back.
+  //
+  // Responds `{ status: 'ok', jobId }` for you.
+  //
+  // *Options*
+  //
+  // `labels` as for `run`. `canStop` or `canCancel`: shows a Stop or Cancel button. Your code
+  // then calls `reporting.isCanceling()` when convenient; once it returns a function, stop
+  // (and for `canCancel`, undo everything), then call that function **instead of** the
+  // callback.
+  //
+  // *Unlike 2.x*
+  //
+  // Once that function has been called, a later callback or promise resolution is ignored,
+  // so a promise-returning work function can honour stop and cancel. A synchronous throw
+  // fails the job instead of crashing the process. A missing `options` means no options.
+
+  self.runNonBatch = function(req, doTheWork, options) {
+    options = options || {};
+    let haltAcknowledgement = false;
+    let halted = false;
+    let finished = false;
+    let results;
+    const haltHook = function(job, acknowledge) {
+      haltAcknowledgement = function(err) {
+        halted = true;
+        return acknowledge(err);
+      };
+    };
+    const startOptions = Object.assign({}, options, {
+      stop: options.canStop ? haltHook : null,
+      cancel: options.canCancel ? haltHook : null
+    });
+    return self.start(startOptions, function(err, job) {
+      if (err) {
+        return self.apiResponder(req, err);
+      }
+      self.apiResponder(req, null, { jobId: job._id });
+      const done = function(err) {
+        if (halted) {
+          return;
+        }
+        if (finished) {
+          self.apos.utils.warn(`apostrophe-jobs: the work function of job ${job._id} finished more than once; the later call is ignored.`);
+          return;
+        }
+        finished = true;
+        if (err) {
+          self.apos.utils.error(err);
+          return self.end(job, false, self.logEndFailure);
+        }
+        return self.end(job, true, results, self.logEndFailure);
+      };
+      const reporting = {
+        good: function(n) {
+          return self.good(job, n || 1);
+        },
+        bad: function(n) {
+          return self.bad(job, n || 1);
+        },
+        setTotal: function(n) {
+          return self.setTotal(job, n);
+        },
+        setResults: function(_results) {
+          results = _results;
+        },
+        isCanceling: function() {
+          return haltAcknowledgement;
+        }
+      };
+      let returned;
+      try {
+        returned = doTheWork(req, reporting, done);
+      } catch (error) {
+        return done(error || new Error('apostrophe-jobs: the work function threw a falsy value'));
+      }
+      if (returned && typeof returned.then === 'function') {
+        returned.then(function() {
+          return done(null);
+        }, function(error) {
+          return done(error || new Error('apostrophe-jobs: the work function rejected with a falsy value'));
+        });
+      }
+    });
+  };
+
+  // Starts tracking a long-running job. You usually won't call this yourself: `run` and
+  // `runNonBatch` do. Calls back with `(null, job)`, a handle to pass to `good`, `bad`,
+  // `setTotal` and `end`. Once started, a job must eventually be ended with `end`.
+  //
+  // *Canceling and stopping jobs*
+  //
+  // With `options.cancel`, the user may cancel (undo) the job: `options.cancel(job,
+  // callback)` is called and must undo what was done, then call back. With `options.stop`,
+  // the user may stop it: `options.stop(job, callback)` must stop processing new items, then
+  // call back. An error passed to the callback fails the job. Offer one of the two; if both
+  // are given only Cancel is shown.
+  //
+  // *Labeling the progress modal*
+  //
+  // `options.labels`: `title`, and optionally `running`, `completed`, `failed`, `canceled`,
+  // `stopped`, `canceling`, `stopping`, `good`, `bad`, `instructions`.
+  //
+  // *Unlike 2.x*
+  //
+  // The id is a UUID in hex form rather than a cuid, and the handle has no `interval` (one
+  // watcher in Rust serves every job of the process).
+
+  self.start = function(options, callback) {
+    options = options || {};
+    let labels;
+    try {
+      labels = self.encodeDocument(options.labels || {});
+    } catch (error) {
+      return setImmediate(() => callback(error));
+    }
+    self.engine.startJob(labels, !!options.cancel, !!options.stop).then(function(jobId) {
+      const context = { _id: jobId, options };
+      if (options.cancel || options.stop) {
+        self.liveJobs.set(jobId, context);
+      }
+      return setImmediate(() => callback(null, context));
+    }, function(error) {
+      return setImmediate(() => callback(error));
+    });
+  };
+
+  // Call this to report that n items were good (successfully processed); n defaults to 1
+  // when omitted. No callback: reporting is noncritical.
+  //
+  // Unlike 2.x, counts are gathered in memory and written at most every 100 ms, always
+  // before the job's end, so the final counts are exact. A count that is not a finite number
+  // is logged and ignored (2.x sent it to MongoDB, which refused it).
+
+  self.good = function(job, n) {
+    return count(job, n, 'good');
+  };
+
+  // Call this to report that n items were bad (not successfully processed); n defaults to 1
+  // when omitted. No callback, as for `good`.
+
+  self.bad = function(job, n) {
+    return count(job, n, 'bad');
+  };
+
+  function count(job, n, which) {
+    n = (n === undefined) ? 1 : n;
+    if (typeof n !== 'number' || !Number.isFinite(n)) {
+      self.apos.utils.error(`apostrophe-jobs: ${which}(job, n) needs a finite number for n, not ${typeof n === 'number' ? n : typeof n}; nothing was counted.`);
+      return;
+    }
+    if (!job || typeof job._id !== 'string') {
+      self.apos.utils.error(`apostrophe-jobs: ${which}(job, n) needs the job handle from start(); nothing was counted.`);
+      return;
+    }
+    self.engine.addCounts(job._id, which === 'good' ? n : 0, which === 'bad' ? n : 0);
+  }
+
+  // Call this to indicate the total number of items expected, which enables the progress
+  // bar. Stored verbatim. No callback.
+
+  self.setTotal = function(job, total) {
+    try {
+      self.engine.setTotal(job._id, self.encodeValue(total));
+    } catch (error) {
+      self.apos.utils.error(error);
+    }
+  };
+
+  // Marks the job as ended: `completed` if `success` is truthy, else `failed`. `results`, if
+  // given, is stored as the job's `results` (else `null`). Calls back when the job document
+  // is written; without a callback, returns a promise.
+  //
+  // *Unlike 2.x*
+  //
+  // `end(job, ok, results)` without a callback keeps `results` (2.x dropped them). Pending
+  // counts are written in the same update, so they are exact once `ended` is true, and
+  // `canceling` is cleared. Results too large for MongoDB's 16 MB limit are dropped (logged)
+  // and the job still ends.
+
+  self.end = function(job, success, results, callback) {
+    if (typeof callback !== 'function' && typeof results === 'function') {
+      callback = results;
+      results = null;
+    }
+    job.ended = true;
+    self.liveJobs.delete(job._id);
+    const ended = self.engine.endJob(job._id, !!success, encodeResults(job, results));
+    if (typeof callback !== 'function') {
+      return ended;
+    }
+    ended.then(() => callback(null), callback);
+  };
+
+  function encodeResults(job, results) {
+    try {
+      return self.encodeValue(results);
+    } catch (error) {
+      self.apos.utils.error(`apostrophe-jobs: the results of job ${job._id} cannot be stored (${error.message}); the job ends without them.`);
+      return undefined;
+    }
+  }
+};

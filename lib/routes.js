@@ -1,0 +1,73 @@
+// The three routes of 2.x, same paths, bodies and replies: `progress` and `modal` read the
+// job through `self.db` (so the JSON and HTML are what 2.x produced, through the core
+// templates), `cancel` asks the Rust engine to write the stop request.
+
+module.exports = function(self, options) {
+
+  self.addRoutes = function() {
+
+    // Asks a job, running in any process, to stop or cancel. Unlike 2.x, a job that has
+    // already ended is left alone, so it never shows "Stopping..." afterwards. Replies
+    // `ok` for an unknown id, as 2.x does (its browser code shows an error otherwise).
+
+    self.apiRoute('post', 'cancel', function(req, res, next) {
+      const _id = self.apos.launder.id((req.body || {})._id);
+      if (!_id) {
+        return next(null);
+      }
+      return self.engine.requestCancel(_id).then(() => next(null), next);
+    });
+
+    self.renderRoute('post', 'modal', function(req, res, next) {
+      const _id = self.apos.launder.id((req.body || {})._id);
+      return self.db.findOne({ _id: _id }, function(err, job) {
+        if (err) {
+          return next(err);
+        }
+        return next(null, {
+          template: 'modal',
+          data: {
+            options: self.options,
+            job: job
+          }
+        });
+      });
+    });
+
+    // Unlike 2.x, a job that no longer exists also answers `ended: true`, so the browser
+    // modal shows its "The job no longer exists" heading with a Done button instead of
+    // polling forever.
+
+    self.apiRoute('post', 'progress', function(req, res, next) {
+      const _id = self.apos.launder.id((req.body || {})._id);
+      return self.db.findOne({ _id: _id }, function(err, job) {
+        if (err) {
+          return next(err);
+        }
+        if (!job) {
+          return respond({ notfound: true, ended: true });
+        }
+        // JavaScript's coercion, then `toFixed(2)` rounding, as 2.x computed it.
+        job.percentage = job.total ? self.percentage(job.processed, job.total) : 0;
+        return respond(job);
+      });
+
+      function respond(job) {
+        let html;
+        try {
+          html = self.render(req, 'progress', { job: job });
+        } catch (e) {
+          return next(e);
+        }
+        return next(null, { job: job, html: html });
+      }
+    });
+  };
+
+  // `((processed / total) * 100).toFixed(2)`: the operands are coerced to numbers here, as
+  // JavaScript's `/` would, and the division and rounding happen in Rust.
+
+  self.percentage = function(processed, total) {
+    return require('./native.js').percentage(Number(processed), Number(total));
+  };
+};

@@ -1,0 +1,62 @@
+#!/usr/bin/env node
+// Builds the native addon from source with cargo and installs it as `index.node`.
+// Runs as the package's `install` script, so `npm install apostrophe-jobs-native` in a site
+// compiles it there: nothing is downloaded except crates from crates.io.
+//
+// The copy is atomic (write a temporary file, then rename) so a process that is already
+// running with the old addon loaded, or a build that fails half-way, never leaves a
+// truncated `index.node` behind.
+
+'use strict';
+
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const path = require('path');
+
+const root = path.resolve(__dirname, '..');
+const libraryName = {
+  linux: 'libapostrophe_jobs_native.so',
+  darwin: 'libapostrophe_jobs_native.dylib',
+  win32: 'apostrophe_jobs_native.dll'
+}[process.platform];
+
+function fail(message) {
+  console.error(`\napostrophe-jobs-native: ${message}\n`);
+  process.exit(1);
+}
+
+if (!libraryName) {
+  fail(`building on ${process.platform} is not supported; use Linux or macOS.`);
+}
+
+const cargo = process.env.CARGO || 'cargo';
+const version = spawnSync(cargo, [ '--version' ], { encoding: 'utf8' });
+if (version.error || version.status !== 0) {
+  fail(
+    'cargo was not found, so the native addon cannot be built.\n' +
+    'Install Rust 1.88 or newer (https://rustup.rs, or your system\'s rustc and cargo packages),\n' +
+    'make sure `cargo` is on the PATH of the user running npm, then run\n' +
+    '  npm rebuild apostrophe-jobs-native'
+  );
+}
+
+const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, 'target');
+console.log(`apostrophe-jobs-native: building the native addon with ${version.stdout.trim()} (target ${targetDir})`);
+const build = spawnSync(cargo, [ 'build', '--release', '--locked' ], {
+  cwd: root,
+  stdio: 'inherit',
+  env: { ...process.env, CARGO_TARGET_DIR: targetDir }
+});
+if (build.error || build.status !== 0) {
+  fail(
+    'cargo build failed (see the messages above), so the native addon was not installed.\n' +
+    'Fix the cause, then run `npm rebuild apostrophe-jobs-native`.'
+  );
+}
+
+const built = path.join(targetDir, 'release', libraryName);
+const installed = path.join(root, 'index.node');
+const temporary = `${installed}.tmp${process.pid}`;
+fs.copyFileSync(built, temporary);
+fs.renameSync(temporary, installed);
+console.log(`apostrophe-jobs-native: installed ${path.relative(process.cwd(), installed) || installed}`);
