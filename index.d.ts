@@ -2,7 +2,12 @@
 // `lib/modules/apostrophe-jobs/index.js`, and the methods it puts on the module (`self`),
 // reachable as `apos.modules['apostrophe-jobs']`.
 
-import type { Request } from 'express';
+/** The Express request Apostrophe hands to routes (only what this module reads). */
+export interface Request {
+  body?: any;
+  res?: any;
+  [key: string]: any;
+}
 
 /** The handle `start` calls back with; pass it to `good`, `bad`, `setTotal` and `end`. */
 export interface JobHandle {
