@@ -57,7 +57,13 @@ function ensureInstalled({ quiet = false } = {}) {
   if (!fs.existsSync(path.join(dir, 'bin', 'pip'))) {
     say(`creating virtualenv ${dir}`);
     fs.mkdirSync(path.dirname(dir), { recursive: true });
-    run('python3', ['-m', 'venv', dir], stdio);
+    try {
+      run('python3', ['-m', 'venv', dir], stdio);
+    } catch (err) {
+      // Debian/Ubuntu ship venv support separately from python3.
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw new Error(`${err.message}\n(on Debian/Ubuntu: apt-get install -y python3-venv)`);
+    }
   }
   say(`installing ${PACKAGE_SPEC} into ${dir}`);
   run(path.join(dir, 'bin', 'pip'), ['install', '--disable-pip-version-check', PACKAGE_SPEC], stdio);
@@ -153,6 +159,22 @@ const PDEATHSIG_SHIM = [
   'os.execv(sys.argv[2], sys.argv[2:])'
 ].join('\n');
 
+// Refuse a busy port up front: otherwise the readiness ping could be
+// answered by whatever already listens there while our server dies with
+// EADDRINUSE.
+function assertPortFree(port) {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', (err) => {
+      reject(err.code === 'EADDRINUSE'
+        ? new Error(`port ${port} on 127.0.0.1 is already in use; pick another (or omit port for a free one)`)
+        : err);
+    });
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve()));
+  });
+}
+
 async function ping(uri) {
   const { MongoClient } = require('mongodb');
   const client = new MongoClient(uri, {
@@ -172,7 +194,9 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-async function startServer({ port, dataDir, quiet = true } = {}) {
+// onUnexpectedExit({ code, signal }) is called if the server dies on its own
+// (not through stop/restart), e.g. so the CLI can exit too.
+async function startServer({ port, dataDir, quiet = true, onUnexpectedExit } = {}) {
   const bin = ensureInstalled({ quiet });
   const python = path.join(venvDir(), 'bin', 'python');
   installExitHooks();
@@ -199,6 +223,7 @@ async function startServer({ port, dataDir, quiet = true } = {}) {
   };
 
   async function launch() {
+    await assertPortFree(port);
     logTail = '';
     // No --standalone: it drops the replica-set advertisement from `hello`,
     // and drivers refuse change streams on a standalone topology. The
@@ -220,11 +245,14 @@ async function startServer({ port, dataDir, quiet = true } = {}) {
     c.stdout.on('data', keep);
     c.stderr.on('data', keep);
     let exitInfo = null;
+    let ready = false;
     c.exitedPromise = new Promise((resolve) => {
       c.once('exit', (code, signal) => {
         exitInfo = { code, signal };
         liveChildren.delete(c);
         resolve(exitInfo);
+        // child !== c once stop/restart has taken it over.
+        if (child === c && ready && onUnexpectedExit) onUnexpectedExit(exitInfo);
       });
     });
     c.once('error', (err) => { logTail += `\nspawn error: ${err.message}`; });
@@ -234,7 +262,10 @@ async function startServer({ port, dataDir, quiet = true } = {}) {
     while (Date.now() < deadline && !exitInfo) {
       try {
         await ping(uri);
-        return;
+        if (!exitInfo) {
+          ready = true;
+          return;
+        }
       } catch (e) {
         lastErr = e;
       }
@@ -314,7 +345,14 @@ async function main() {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  server = await startServer({ ...opts, quiet: false });
+  server = await startServer({
+    ...opts,
+    quiet: false,
+    onUnexpectedExit: ({ code, signal }) => {
+      process.stderr.write(`[mongo-server] server exited unexpectedly (code ${code}, signal ${signal})\n`);
+      process.exit(1);
+    }
+  });
   process.stdout.write(`${server.uri}\n`);
   if (!opts.dataDir) {
     process.stderr.write(`[mongo-server] data in ${server.dataDir} (removed on exit)\n`);

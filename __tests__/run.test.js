@@ -1,0 +1,208 @@
+// `run` through a real route of a real site (CSRF, session, `apiResponder`): job mode, the
+// legacy in-request mode, stop, and bad input.
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { bootSite, createAdmin } = require('./helpers/site.js');
+const { testUri, waitForEnd, delay } = require('./helpers/jobs.js');
+
+let site;
+let jobs;
+let fixtures;
+let client;
+
+before(async () => {
+  site = await bootSite({
+    uri: testUri(),
+    native: true,
+    modules: { 'job-fixtures': require('./fixtures/job-fixtures.js') }
+  });
+  jobs = site.apos.modules['apostrophe-jobs'];
+  fixtures = site.apos.modules['job-fixtures'];
+  await createAdmin(site.apos, { username: 'admin', password: 'admin-password' });
+  client = await site.login('admin', 'admin-password');
+});
+
+after(async () => {
+  await site.stop();
+});
+
+const ids = (n, prefix = 'id') => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+async function batch(body) {
+  fixtures.calls = [];
+  const response = await client.post('/modules/job-fixtures/batch', body);
+  assert.equal(response.status, 200);
+  return response.body;
+}
+
+test('job mode answers { status: ok, jobId } and runs every item in order', async () => {
+  const reply = await batch({ ids: ids(50), job: true });
+  assert.deepEqual(Object.keys(reply), [ 'status', 'jobId' ]);
+  assert.equal(reply.status, 'ok');
+  const job = await waitForEnd(jobs, reply.jobId);
+  assert.deepEqual(fixtures.calls.map((call) => call.id), ids(50));
+  assert.equal(job.status, 'completed');
+  assert.equal(job.good, 50);
+  assert.equal(job.bad, 0);
+  assert.equal(job.processed, 50);
+  assert.equal(job.total, 50);
+  assert.equal(job.canStop, true);
+  assert.equal(job.canCancel, false);
+  assert.deepEqual(job.labels, { title: 'Fixture batch' });
+  assert.deepEqual(job.results.id7, { id: 'id7' });
+});
+
+test('failed items count as bad, keep the job going, and have no result', async () => {
+  const reply = await batch({ ids: ids(20), job: true, mode: 'fail5' });
+  const job = await waitForEnd(jobs, reply.jobId);
+  assert.equal(job.status, 'completed');
+  assert.equal(job.good, 18);
+  assert.equal(job.bad, 2);
+  assert.equal('id5' in job.results, false);
+  assert.deepEqual(job.results.id6, { id: 'id6' });
+});
+
+test('change may return a promise: resolution is a result, rejection a bad item', async () => {
+  const reply = await batch({ ids: ids(12), job: true, mode: 'promise' });
+  const job = await waitForEnd(jobs, reply.jobId);
+  assert.equal(job.good, 11);
+  assert.equal(job.bad, 1);
+  assert.deepEqual(job.results.id3, { id: 'id3', via: 'promise' });
+});
+
+test('a synchronous throw from change is a bad item, not a crash', async () => {
+  const reply = await batch({ ids: ids(12), job: true, mode: 'throws' });
+  const job = await waitForEnd(jobs, reply.jobId);
+  assert.equal(job.status, 'completed');
+  assert.equal(job.good, 11);
+  assert.equal(job.bad, 1);
+});
+
+test('a second callback for the same item is ignored with a warning', async () => {
+  const warnings = [];
+  const original = site.apos.utils.warn;
+  site.apos.utils.warn = (message) => warnings.push(String(message));
+  try {
+    const reply = await batch({ ids: ids(3), job: true, mode: 'twice' });
+    const job = await waitForEnd(jobs, reply.jobId);
+    assert.equal(job.good, 3);
+    assert.equal(job.processed, 3);
+    assert.deepEqual(job.results.id1, { id: 'id1' });
+  } finally {
+    site.apos.utils.warn = original;
+  }
+  assert.equal(warnings.length, 3);
+  assert.match(warnings[0], /called back more than once/);
+});
+
+test('synchronous callbacks over 20,000 items neither overflow the stack nor lose counts', async () => {
+  const reply = await batch({ ids: ids(20000), job: true, mode: 'sync' });
+  const job = await waitForEnd(jobs, reply.jobId, { timeout: 60000 });
+  assert.equal(job.good, 20000);
+  assert.equal(job.processed, 20000);
+});
+
+test('with a timeout, an item that never calls back fails and the batch moves on', async () => {
+  const reply = await batch({ ids: ids(8), job: true, mode: 'hang', timeout: 100 });
+  const job = await waitForEnd(jobs, reply.jobId);
+  assert.equal(job.status, 'completed');
+  assert.equal(job.good, 7);
+  assert.equal(job.bad, 1);
+});
+
+test('concurrency runs that many items at once, started in order', async () => {
+  fixtures.mostInFlight = 0;
+  const reply = await batch({ ids: ids(40), job: true, mode: 'concurrent', concurrency: 4 });
+  const job = await waitForEnd(jobs, reply.jobId);
+  assert.equal(job.good, 40);
+  assert.equal(fixtures.mostInFlight, 4);
+  assert.deepEqual(fixtures.calls.map((call) => call.id), ids(40));
+});
+
+test('the default runs one item at a time', async () => {
+  fixtures.mostInFlight = 0;
+  const reply = await batch({ ids: ids(10), job: true, mode: 'concurrent' });
+  await waitForEnd(jobs, reply.jobId);
+  assert.equal(fixtures.mostInFlight, 1);
+});
+
+test('_id is preferred over ids', async () => {
+  const reply = await batch({ _id: 'single', ids: ids(5), job: true });
+  const job = await waitForEnd(jobs, reply.jobId);
+  assert.deepEqual(fixtures.calls, [ { id: 'single' } ]);
+  assert.equal(job.total, 1);
+});
+
+test('neither _id nor ids answers { status: invalid } and creates no job', async () => {
+  const before = await jobs.db.countDocuments({});
+  assert.deepEqual(await batch({ job: true }), { status: 'invalid' });
+  assert.equal(await jobs.db.countDocuments({}), before);
+});
+
+test('ids are laundered as 2.x does: invalid ones dropped, duplicates kept, numbers passed through', async () => {
+  const reply = await batch({ ids: [ 'a', 'a', 'b c', { $ne: null }, 7, '', 'z_9', [ 'x' ] ], job: true });
+  const job = await waitForEnd(jobs, reply.jobId);
+  assert.deepEqual(fixtures.calls.map((call) => call.id), [ 'a', 'a', 7, 'z_9' ]);
+  assert.equal(job.total, 4);
+  assert.equal(job.good, 4);
+});
+
+test('ids that is not an array makes an empty job that completes at once', async () => {
+  const reply = await batch({ ids: { $gt: '' }, job: true });
+  const job = await waitForEnd(jobs, reply.jobId);
+  assert.equal(job.status, 'completed');
+  assert.equal(job.total, 0);
+  assert.deepEqual(job.results, {});
+  assert.deepEqual(fixtures.calls, []);
+});
+
+test('an operator object as _id calls change with undefined, as 2.x does', async () => {
+  const reply = await batch({ _id: { $ne: null }, job: true });
+  const job = await waitForEnd(jobs, reply.jobId);
+  assert.deepEqual(fixtures.calls, [ { id: undefined } ]);
+  assert.equal(job.processed, 1);
+});
+
+test('100,000 ids run to an exact finish', async () => {
+  const reply = await batch({ ids: ids(100000), job: true });
+  const job = await waitForEnd(jobs, reply.jobId, { timeout: 120000 });
+  assert.equal(job.status, 'completed');
+  assert.equal(job.processed, 100000);
+  assert.equal(job.total, 100000);
+  assert.equal(fixtures.calls.length, 100000);
+});
+
+test('stop mid-batch: the current item finishes, no further item starts, status stopped', async () => {
+  const reply = await batch({ ids: ids(200), job: true, mode: 'slow', delay: 20 });
+  await delay(300);
+  const cancel = await client.post('/modules/apostrophe-jobs/cancel', { _id: reply.jobId });
+  assert.deepEqual(cancel.body, { status: 'ok' });
+  const job = await waitForEnd(jobs, reply.jobId);
+  assert.equal(job.status, 'stopped');
+  assert.equal(job.canceling, false);
+  assert.equal('results' in job, false);
+  assert.ok(job.processed > 0 && job.processed < 200, `processed ${job.processed}`);
+  const calls = fixtures.calls.length;
+  assert.equal(job.processed, calls, 'every started item finished and was counted');
+  await delay(300);
+  assert.equal(fixtures.calls.length, calls, 'no item starts after the stop');
+  assert.equal((await jobs.db.findOne({ _id: reply.jobId })).processed, calls);
+  assert.equal(jobs.liveJobs.has(reply.jobId), false);
+});
+
+test('legacy mode (no job flag) answers with every result once all succeed', async () => {
+  const reply = await batch({ ids: [ 'a', 'b' ] });
+  assert.deepEqual(reply, { status: 'ok', data: {}, results: { a: { id: 'a' }, b: { id: 'b' } } });
+});
+
+test('legacy mode with _id answers the first result as data', async () => {
+  const reply = await batch({ _id: 'one' });
+  assert.deepEqual(reply, { status: 'ok', data: { id: 'one' }, results: { one: { id: 'one' } } });
+});
+
+test('legacy mode stops at the first failure and answers an error (2.x hung)', async () => {
+  const reply = await batch({ ids: ids(10), mode: 'fail5' });
+  assert.deepEqual(reply, { status: 'error' });
+  assert.equal(fixtures.calls.length, 6);
+});
