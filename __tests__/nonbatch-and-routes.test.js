@@ -119,7 +119,10 @@ test('progress answers the stored document, a percentage and the rendered fragme
   const reply = await progress(jobId);
   assert.deepEqual(Object.keys(reply), [ 'status', 'job', 'html' ]);
   assert.equal(reply.status, 'ok');
-  assert.deepEqual(Object.keys(reply.job), [ '_id', 'good', 'bad', 'processed', 'status', 'ended', 'canceling', 'labels', 'when', 'canCancel', 'canStop', 'total', 'results', 'percentage' ]);
+  assert.deepEqual(Object.keys(reply.job), [
+    '_id', 'good', 'bad', 'processed', 'status', 'ended', 'canceling', 'labels', 'when', 'canCancel', 'canStop',
+    'userId', 'workerId', 'heartbeatAt', 'total', 'results', 'endedAt', 'percentage'
+  ]);
   assert.equal(reply.job.percentage, '100.00');
   assert.match(reply.job.when, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
   assert.match(reply.html, /<h3[^>]*>\s*Completed\s*<\/h3>/);

@@ -57,6 +57,28 @@ module.exports = function(self, options) {
     if (!body.job) {
       return runWithinRequest(req, change, ids, options);
     }
+    return runBatchJob(req, ids, change, options);
+  };
+
+  // Starts a new job over the items that failed in job `jobId` (its `failedItems`, the first
+  // `keepFailedItems` of them), with `change` and `options` as for `run`. Responds like
+  // `run`: `{ status: 'ok', jobId }`, or `{ status: 'notfound' }` for an unknown job.
+
+  self.retryFailed = function(req, jobId, change, options) {
+    options = options || {};
+    return self.db.findOne({ _id: self.apos.launder.id(jobId) }, function(err, job) {
+      if (err) {
+        return self.apiResponder(req, err);
+      }
+      if (!job || !self.canAccessJob(req, job)) {
+        return self.apiResponder(req, 'notfound');
+      }
+      const ids = (job.failedItems || []).map((item) => item.id);
+      return runBatchJob(req, ids, change, Object.assign({ labels: job.labels }, options));
+    });
+  };
+
+  function runBatchJob(req, ids, change, options) {
     // The stop hook remembers its acknowledgement; the Rust loop has already stopped taking
     // items by then, and the item runner below stops between the items of its range.
     let stopAcknowledgement = null;
@@ -69,6 +91,7 @@ module.exports = function(self, options) {
       }
     };
     const startOptions = Object.assign({}, options, {
+      userId: req.user && req.user._id,
       stop: function(job, acknowledge) {
         stopAcknowledgement = acknowledge;
         acknowledgeStopWhenHalted();
@@ -83,13 +106,14 @@ module.exports = function(self, options) {
       const results = {};
       const runRange = async function(start, end) {
         for (let index = start; index < end; index++) {
-          if (stopAcknowledgement) {
+          if (stopAcknowledgement || self.draining) {
             return { finished: index - start, halted: true };
           }
           const id = ids[index];
           const outcome = await self.callChange(req, change, id, options.timeout);
           if (outcome.error) {
             self.bad(job);
+            self.recordFailedItem(job, id, outcome.error);
           } else {
             self.good(job);
             results[id] = outcome.result;
@@ -99,16 +123,34 @@ module.exports = function(self, options) {
       };
       const batchOptions = { concurrency: options.concurrency, maxChunk: options.maxChunk };
       return self.engine.runBatch(job._id, ids.length, runRange, batchOptions).then(function(outcome) {
-        if (outcome === 'halted') {
-          loopHalted = true;
-          return acknowledgeStopWhenHalted();
+        if (outcome === 'completed') {
+          return self.end(job, true, results, self.logEndFailure);
         }
-        return self.end(job, true, results, self.logEndFailure);
+        if (self.draining && !stopAcknowledgement) {
+          // Cut short by a drain, not by the user: the job did not finish its work.
+          job.ended = true;
+          self.liveJobs.delete(job._id);
+          return self.engine.interruptJob(job._id).catch(self.logEndFailure);
+        }
+        loopHalted = true;
+        return acknowledgeStopWhenHalted();
       }, function(error) {
         self.apos.utils.error(error);
         return self.end(job, false, self.logEndFailure);
       });
     });
+  }
+
+  // Keeps the id and error message of a failed item in the job's additive `failedItems`
+  // (the first `keepFailedItems`, default 100), for diagnosis and `retryFailed`.
+
+  self.recordFailedItem = function(job, id, error) {
+    const message = (error && error.message) || String(error);
+    try {
+      self.engine.addFailedItem(job._id, self.encodeValue(id), message);
+    } catch (e) {
+      self.apos.utils.error(e);
+    }
   };
 
   function runWithinRequest(req, change, ids, options) {
@@ -163,6 +205,7 @@ module.exports = function(self, options) {
       };
     };
     const startOptions = Object.assign({}, options, {
+      userId: req.user && req.user._id,
       stop: options.canStop ? haltHook : null,
       cancel: options.canCancel ? haltHook : null
     });
@@ -236,10 +279,15 @@ module.exports = function(self, options) {
   // `options.labels`: `title`, and optionally `running`, `completed`, `failed`, `canceled`,
   // `stopped`, `canceling`, `stopping`, `good`, `bad`, `instructions`.
   //
+  // `options.userId`: the user who started the job (`run` and `runNonBatch` pass
+  // `req.user._id`), stored as the additive `userId`, for the `ownerOnly` option.
+  //
   // *Unlike 2.x*
   //
   // The id is a UUID in hex form rather than a cuid, and the handle has no `interval` (one
-  // watcher in Rust serves every job of the process).
+  // watcher in Rust serves every job of the process). The document also records, after the
+  // 2.x fields, `userId`, the process running the job (`workerId`) and its `heartbeatAt`, so
+  // a job whose process died is ended as `failed` (`interrupted: true`) by another process.
 
   self.start = function(options, callback) {
     options = options || {};
@@ -249,7 +297,8 @@ module.exports = function(self, options) {
     } catch (error) {
       return setImmediate(() => callback(error));
     }
-    self.engine.startJob(labels, !!options.cancel, !!options.stop).then(function(jobId) {
+    const userId = typeof options.userId === 'string' ? options.userId : null;
+    self.engine.startJob(labels, !!options.cancel, !!options.stop, userId).then(function(jobId) {
       const context = { _id: jobId, options };
       if (options.cancel || options.stop) {
         self.liveJobs.set(jobId, context);
@@ -335,4 +384,32 @@ module.exports = function(self, options) {
       return undefined;
     }
   }
+
+  // Retention. Jobs are kept forever by default, as in 2.x; the `expireAfter` option (in
+  // seconds) makes MongoDB delete ended jobs that long after their `endedAt` (a TTL index).
+  // These two help otherwise.
+  //
+  // `listJobs({ ended, olderThan, limit })`: the newest jobs first (`olderThan` in ms, by
+  // `when`); resolves the documents as stored.
+
+  self.listJobs = function(options) {
+    options = options || {};
+    const query = {};
+    if (options.ended !== undefined) {
+      query.ended = !!options.ended;
+    }
+    if (options.olderThan !== undefined) {
+      query.when = { $lt: new Date(Date.now() - options.olderThan) };
+    }
+    return self.db.find(query).sort({ when: -1 }).limit(options.limit || 100).toArray();
+  };
+
+  // `purgeJobs({ olderThan })`: deletes jobs that ended more than `olderThan` ms ago (by
+  // `endedAt`, or by `when` for jobs the stock module ended); resolves how many. Also a
+  // command line task: `node app apostrophe-jobs:purge --older-than-days=30`.
+
+  self.purgeJobs = function(options) {
+    return self.engine.purge((options || {}).olderThan);
+  };
 };
+

@@ -29,6 +29,9 @@ module.exports = function(self, options) {
     return native.connect(connection, self.onHaltRequested, self.onEngineLog).then(
       (engine) => {
         self.engine = engine;
+        if (self.options.drainOnSignal) {
+          self.drainOnSignals([ 'SIGTERM', 'SIGINT' ]);
+        }
         return callback(null);
       },
       (error) => callback(error)
@@ -57,7 +60,10 @@ module.exports = function(self, options) {
       connectTimeoutMs: self.options.connectTimeout,
       flushIntervalMs: self.options.flushInterval,
       watchIntervalMs: self.options.watchInterval,
-      finishRetryWindowMs: self.options.finishRetryWindow
+      finishRetryWindowMs: self.options.finishRetryWindow,
+      orphanAfterMs: self.options.orphanAfter,
+      keepFailedItems: self.options.keepFailedItems,
+      expireAfterSeconds: self.options.expireAfter
     };
   };
 
@@ -193,13 +199,54 @@ module.exports = function(self, options) {
     return BSON.serialize({ value });
   };
 
-  // Apostrophe calls this on every module from `apos.destroy()`: write what is pending and
-  // stop the engine's background work.
+  // A graceful drain, for deploys: takes no new job and no new batch item, lets items in
+  // flight finish (at most `timeout` ms, default the `drainTimeout` option or 10 s), writes
+  // every pending count and gives every running job of this process a final status (jobs
+  // still running at the deadline end `failed` with `interrupted: true`). Resolves
+  // `{ interrupted }`, how many jobs had to be cut short. `apos.destroy()` drains too.
+
+  self.drain = function(options) {
+    options = options || {};
+    if (!self.engine) {
+      return Promise.resolve({ interrupted: 0 });
+    }
+    const timeout = options.timeout !== undefined ? options.timeout : (self.options.drainTimeout || 10000);
+    self.draining = true;
+    return self.engine.drain(timeout).then((interrupted) => ({ interrupted }));
+  };
+
+  // With the `drainOnSignal` option: on SIGTERM or SIGINT, drain, then let the signal do
+  // what it would have done without this listener (or what the site's own listeners do).
+
+  self.drainOnSignals = function(signals) {
+    const onSignal = function(signal) {
+      signals.forEach((name) => process.removeListener(name, onSignal));
+      self.drain().finally(() => process.kill(process.pid, signal));
+    };
+    signals.forEach((name) => process.once(name, onSignal));
+  };
+
+  self.addTask('purge', 'Deletes jobs that ended more than --older-than-days=N days ago (default 30).', function(apos, argv, callback) {
+    const days = argv['older-than-days'] !== undefined ? Number(argv['older-than-days']) : 30;
+    if (!(days >= 0)) {
+      return callback(new Error('apostrophe-jobs:purge needs --older-than-days as a number of days, for example --older-than-days=30'));
+    }
+    return self.purgeJobs({ olderThan: days * 24 * 60 * 60 * 1000 }).then(function(deleted) {
+      // eslint-disable-next-line no-console
+      console.log(`Deleted ${deleted} job(s) that ended more than ${days} day(s) ago.`);
+      return callback(null);
+    }, callback);
+  });
+
+  // Apostrophe calls this on every module from `apos.destroy()`: drain, then stop the
+  // engine's background work.
 
   self.apostropheDestroy = function(callback) {
     if (!self.engine) {
       return callback(null);
     }
-    return self.engine.close(5000).then(() => callback(null), () => callback(null));
+    return self.drain()
+      .then(() => self.engine.close(5000))
+      .then(() => callback(null), () => callback(null));
   };
 };

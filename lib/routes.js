@@ -1,6 +1,12 @@
 // The three routes of 2.x, same paths, bodies and replies: `progress` and `modal` read the
 // job through `self.db` (so the JSON and HTML are what 2.x produced, through the core
 // templates), `cancel` asks the Rust engine to write the stop request.
+//
+// Unlike 2.x, the routes are for logged-in users by default (the browser modal is only
+// loaded for them): anonymous requests get `{ status: 'forbidden' }` (403 for `modal`). The
+// `requireLogin: false` option restores 2.x's openness. With `ownerOnly: true`, a job started
+// by a user (it records `userId`) is visible to that user and to admins only; to anyone else
+// it answers as a job that does not exist.
 
 module.exports = function(self, options) {
 
@@ -12,15 +18,29 @@ module.exports = function(self, options) {
 
     self.apiRoute('post', 'cancel', function(req, res, next) {
       const _id = self.apos.launder.id((req.body || {})._id);
+      if (!self.mayUseRoutes(req)) {
+        return next('forbidden');
+      }
       if (!_id) {
         return next(null);
       }
-      return self.engine.requestCancel(_id).then(() => next(null), next);
+      return findVisibleJob(req, _id, function(err, job, hidden) {
+        if (err) {
+          return next(err);
+        }
+        if (hidden) {
+          return next('notfound');
+        }
+        return self.engine.requestCancel(_id).then(() => next(null), next);
+      });
     });
 
     self.renderRoute('post', 'modal', function(req, res, next) {
       const _id = self.apos.launder.id((req.body || {})._id);
-      return self.db.findOne({ _id: _id }, function(err, job) {
+      if (!self.mayUseRoutes(req)) {
+        return next('forbidden');
+      }
+      return findVisibleJob(req, _id, function(err, job) {
         if (err) {
           return next(err);
         }
@@ -40,7 +60,10 @@ module.exports = function(self, options) {
 
     self.apiRoute('post', 'progress', function(req, res, next) {
       const _id = self.apos.launder.id((req.body || {})._id);
-      return self.db.findOne({ _id: _id }, function(err, job) {
+      if (!self.mayUseRoutes(req)) {
+        return next('forbidden');
+      }
+      return findVisibleJob(req, _id, function(err, job) {
         if (err) {
           return next(err);
         }
@@ -63,6 +86,38 @@ module.exports = function(self, options) {
       }
     });
   };
+
+  // Whether this request may use the job routes at all.
+
+  self.mayUseRoutes = function(req) {
+    return self.options.requireLogin === false || !!req.user;
+  };
+
+  // Whether the user of `req` may see `job`: always, unless `ownerOnly` is on and the job
+  // was started by another user and `req` is not an admin's.
+
+  self.canAccessJob = function(req, job) {
+    if (!self.options.ownerOnly || !job.userId) {
+      return true;
+    }
+    if (req.user && req.user._id === job.userId) {
+      return true;
+    }
+    return self.apos.permissions.can(req, 'admin');
+  };
+
+  // Reads the job; one the user may not see is answered as missing (`hidden` is true).
+  function findVisibleJob(req, _id, callback) {
+    return self.db.findOne({ _id: _id }, function(err, job) {
+      if (err) {
+        return callback(err);
+      }
+      if (job && !self.canAccessJob(req, job)) {
+        return callback(null, null, true);
+      }
+      return callback(null, job, false);
+    });
+  }
 
   // `((processed / total) * 100).toFixed(2)`: the operands are coerced to numbers here, as
   // JavaScript's `/` would, and the division and rounding happen in Rust.

@@ -1,6 +1,11 @@
-//! Coalescing of `good`/`bad`/`setTotal`: calls only add to an in-memory book; the writer
-//! turns each job's pending change into one update per flush, and folds what is left into
-//! the update that ends the job, so the stored counts are exact the moment `ended` is true.
+//! Coalescing of `good`/`bad`/`setTotal` and of failed items: calls only touch an in-memory
+//! book; the writer turns each job's change into one update per flush, and folds what is left
+//! into the update that ends the job, so the stored counts are exact the moment `ended` is
+//! true.
+//!
+//! For a job started in this process the book holds its absolute counts and writes them with
+//! `$set`, so a write that is retried after a lost reply (a database restart mid-flush) can
+//! never count twice. Counts reported for a job of another process can only be `$inc`s.
 
 use std::collections::HashMap;
 
@@ -8,56 +13,48 @@ use mongodb::bson::{Bson, Document};
 
 use crate::job::js_number;
 
-/// What one job has been told since its last write.
+/// What one job has to write.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Pending {
+pub struct Snapshot {
+    /// Whether `good`/`bad` are absolute (a job of this process) or deltas.
+    owned: bool,
     good: f64,
     bad: f64,
     total: Option<Bson>,
+    failed_items: Option<Vec<Bson>>,
 }
 
-impl Pending {
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.good == 0.0 && self.bad == 0.0 && self.total.is_none()
-    }
-
-    /// Folds an older, unwritten change (from a failed flush) under this newer one: counts
-    /// add up, the newer `total` wins.
-    pub fn absorb_older(&mut self, older: Pending) {
-        self.good += older.good;
-        self.bad += older.bad;
-        if self.total.is_none() {
-            self.total = older.total;
-        }
-    }
-
-    /// The `$inc` for the counters (`processed` grows by both), if any.
-    pub fn increments(&self) -> Option<Document> {
-        let mut inc = Document::new();
-        if self.good != 0.0 {
-            inc.insert("good", js_number(self.good));
-        }
-        if self.bad != 0.0 {
-            inc.insert("bad", js_number(self.bad));
-        }
-        let processed = self.good + self.bad;
-        if processed != 0.0 {
-            inc.insert("processed", js_number(processed));
-        }
-        (!inc.is_empty()).then_some(inc)
-    }
-
+impl Snapshot {
     /// The update document for this change, with `extra_set` (the fields that end or halt the
     /// job) merged into its `$set`. `None` when there is nothing to write at all.
     pub fn into_update(self, extra_set: Option<Document>) -> Option<Document> {
         let mut update = Document::new();
-        if let Some(inc) = self.increments() {
-            update.insert("$inc", inc);
-        }
         let mut set = Document::new();
+        let processed = self.good + self.bad;
+        if self.owned {
+            set.insert("good", js_number(self.good));
+            set.insert("bad", js_number(self.bad));
+            set.insert("processed", js_number(processed));
+        } else {
+            let mut inc = Document::new();
+            for (field, value) in [
+                ("good", self.good),
+                ("bad", self.bad),
+                ("processed", processed),
+            ] {
+                if value != 0.0 {
+                    inc.insert(field, js_number(value));
+                }
+            }
+            if !inc.is_empty() {
+                update.insert("$inc", inc);
+            }
+        }
         if let Some(total) = self.total {
             set.insert("total", total);
+        }
+        if let Some(failed_items) = self.failed_items {
+            set.insert("failedItems", failed_items);
         }
         if let Some(extra) = extra_set {
             set.extend(extra);
@@ -69,65 +66,152 @@ impl Pending {
     }
 }
 
-/// The pending changes of every job of this process.
+#[derive(Debug, Default)]
+struct JobCounts {
+    owned: bool,
+    good: f64,
+    bad: f64,
+    total: Option<Bson>,
+    failed_items: Vec<Bson>,
+    failed_items_changed: bool,
+    dirty: bool,
+}
+
+impl JobCounts {
+    fn snapshot(&mut self) -> Snapshot {
+        self.dirty = false;
+        let snapshot = Snapshot {
+            owned: self.owned,
+            good: self.good,
+            bad: self.bad,
+            total: self.total.take(),
+            failed_items: self.failed_items_changed.then(|| self.failed_items.clone()),
+        };
+        self.failed_items_changed = false;
+        if !self.owned {
+            // Deltas are handed over; an owned job keeps its absolute counts.
+            self.good = 0.0;
+            self.bad = 0.0;
+        }
+        snapshot
+    }
+}
+
+/// The pending changes of every job this process writes for.
 #[derive(Debug, Default)]
 pub struct CounterBook {
-    pending: HashMap<String, Pending>,
+    jobs: HashMap<String, JobCounts>,
+    /// How many failed items each job keeps.
+    keep_failed_items: usize,
 }
 
 impl CounterBook {
-    /// Adds `good` and `bad` to a job's counters. Returns whether the book was empty before,
-    /// which is when the writer needs waking.
+    /// A book that keeps the first `keep_failed_items` failed items of each job.
+    pub fn new(keep_failed_items: usize) -> Self {
+        CounterBook {
+            jobs: HashMap::new(),
+            keep_failed_items,
+        }
+    }
+
+    /// Registers a job started in this process: its counts start at 0 and are written whole.
+    pub fn own(&mut self, id: &str) {
+        self.jobs.insert(
+            id.to_owned(),
+            JobCounts {
+                owned: true,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Adds to a job's counters. Returns whether the writer needs waking.
     pub fn add(&mut self, id: &str, good: f64, bad: f64) -> bool {
-        let was_empty = self.pending.is_empty();
-        let entry = self.entry(id);
-        entry.good += good;
-        entry.bad += bad;
-        was_empty
+        let job = self.entry(id);
+        job.good += good;
+        job.bad += bad;
+        Self::mark_dirty(job)
     }
 
     /// Records a `setTotal`; the last one before a write wins, as with 2.x's `$set`s.
     pub fn set_total(&mut self, id: &str, total: Bson) -> bool {
-        let was_empty = self.pending.is_empty();
-        self.entry(id).total = Some(total);
-        was_empty
+        let job = self.entry(id);
+        job.total = Some(total);
+        Self::mark_dirty(job)
     }
 
-    /// Takes one job's pending change, leaving nothing behind for it.
-    pub fn take(&mut self, id: &str) -> Pending {
-        self.pending.remove(id).unwrap_or_default()
+    /// Keeps a failed item (`{ id, message }`) if the job has kept fewer than the limit.
+    pub fn add_failed_item(&mut self, id: &str, item: Document) -> bool {
+        let keep = self.keep_failed_items;
+        let job = self.entry(id);
+        if job.failed_items.len() >= keep {
+            return false;
+        }
+        job.failed_items.push(Bson::Document(item));
+        job.failed_items_changed = true;
+        Self::mark_dirty(job)
     }
 
-    /// Takes every job's pending change.
-    pub fn take_all(&mut self) -> Vec<(String, Pending)> {
-        self.pending
-            .drain()
-            .filter(|(_, pending)| !pending.is_empty())
+    /// Takes the change of every job that has one.
+    pub fn take_dirty(&mut self) -> Vec<(String, Snapshot)> {
+        self.jobs
+            .iter_mut()
+            .filter(|(_, job)| job.dirty)
+            .map(|(id, job)| (id.clone(), job.snapshot()))
             .collect()
     }
 
-    /// Puts back a change that could not be written, under anything added since.
-    pub fn restore(&mut self, id: String, older: Pending) {
-        self.pending.entry(id).or_default().absorb_older(older);
+    /// Takes a job's last change and forgets the job.
+    pub fn finish(&mut self, id: &str) -> Snapshot {
+        self.jobs
+            .remove(id)
+            .map(|mut job| job.snapshot())
+            .unwrap_or_default()
+    }
+
+    /// Puts back a change that could not be written.
+    pub fn restore(&mut self, id: &str, failed: Snapshot) {
+        let job = self.jobs.entry(id.to_owned()).or_insert_with(|| JobCounts {
+            owned: failed.owned,
+            ..Default::default()
+        });
+        if failed.owned {
+            // Absolute counts: the entry has them, or (after `finish`) gets them back.
+            job.good = job.good.max(failed.good);
+            job.bad = job.bad.max(failed.bad);
+        } else {
+            job.good += failed.good;
+            job.bad += failed.bad;
+        }
+        if job.total.is_none() {
+            job.total = failed.total;
+        }
+        if let Some(items) = failed.failed_items {
+            if job.failed_items.len() < items.len() {
+                job.failed_items = items;
+            }
+            job.failed_items_changed = true;
+        }
+        job.dirty = true;
     }
 
     /// Whether any job has something to write.
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+    pub fn is_dirty(&self) -> bool {
+        self.jobs.values().any(|job| job.dirty)
     }
 
-    fn entry(&mut self, id: &str) -> &mut Pending {
-        if !self.pending.contains_key(id) {
-            self.pending.insert(id.to_owned(), Pending::default());
+    fn entry(&mut self, id: &str) -> &mut JobCounts {
+        if !self.jobs.contains_key(id) {
+            self.jobs.insert(id.to_owned(), JobCounts::default());
         }
-        self.pending.get_mut(id).expect("inserted above")
+        self.jobs.get_mut(id).expect("inserted above")
     }
-}
 
-/// The `$inc`/`$set` for a `good`/`bad`/`setTotal` change alone: used by tests and by the
-/// flush, which has no extra fields to set.
-pub fn flush_update(pending: Pending) -> Option<Document> {
-    pending.into_update(None)
+    fn mark_dirty(job: &mut JobCounts) -> bool {
+        let wake = !job.dirty;
+        job.dirty = true;
+        wake
+    }
 }
 
 #[cfg(test)]
@@ -135,85 +219,128 @@ mod tests {
     use super::*;
     use mongodb::bson::doc;
 
+    fn flush(book: &mut CounterBook, id: &str) -> Option<Document> {
+        book.take_dirty()
+            .into_iter()
+            .find(|(job, _)| job == id)
+            .and_then(|(_, snapshot)| snapshot.into_update(None))
+    }
+
     #[test]
-    fn many_increments_become_one_update_with_processed() {
-        let mut book = CounterBook::default();
+    fn a_job_of_this_process_writes_its_whole_counts_so_a_retry_cannot_double_count() {
+        let mut book = CounterBook::new(100);
+        book.own("a");
         assert!(book.add("a", 1.0, 0.0));
         for _ in 0..98 {
-            assert!(!book.add("a", 1.0, 0.0));
+            assert!(!book.add("a", 1.0, 0.0), "one wake-up per flush");
         }
         book.add("a", 0.0, 1.0);
-        let update = flush_update(book.take("a")).unwrap();
+        let first = flush(&mut book, "a").unwrap();
         assert_eq!(
-            update,
-            doc! { "$inc": { "good": 99, "bad": 1, "processed": 100 } }
+            first,
+            doc! { "$set": { "good": 99, "bad": 1, "processed": 100 } }
         );
-        assert!(book.is_empty());
+        book.add("a", 1.0, 0.0);
+        assert_eq!(
+            flush(&mut book, "a").unwrap(),
+            doc! { "$set": { "good": 100, "bad": 1, "processed": 101 } }
+        );
+        assert_eq!(flush(&mut book, "a"), None, "nothing new, nothing written");
+    }
+
+    #[test]
+    fn counts_for_a_job_of_another_process_are_increments() {
+        let mut book = CounterBook::new(100);
+        book.add("b", 2.0, 1.0);
+        assert_eq!(
+            flush(&mut book, "b").unwrap(),
+            doc! { "$inc": { "good": 2, "bad": 1, "processed": 3 } }
+        );
+        book.add("b", 1.0, -1.0);
+        assert_eq!(
+            flush(&mut book, "b").unwrap(),
+            doc! { "$inc": { "good": 1, "bad": -1 } }
+        );
     }
 
     #[test]
     fn total_is_set_and_the_last_value_wins() {
-        let mut book = CounterBook::default();
+        let mut book = CounterBook::new(100);
         book.set_total("a", Bson::Int32(5));
         book.set_total("a", Bson::Int32(7));
         assert_eq!(
-            flush_update(book.take("a")).unwrap(),
+            flush(&mut book, "a").unwrap(),
             doc! { "$set": { "total": 7 } }
         );
     }
 
     #[test]
     fn ending_fields_ride_along_with_the_last_counts() {
-        let mut book = CounterBook::default();
+        let mut book = CounterBook::new(100);
+        book.own("a");
         book.add("a", 2.0, 0.0);
         let update = book
-            .take("a")
+            .finish("a")
             .into_update(Some(doc! { "ended": true, "status": "completed" }))
             .unwrap();
         assert_eq!(
             update,
-            doc! {
-                "$inc": { "good": 2, "processed": 2 },
-                "$set": { "ended": true, "status": "completed" }
-            }
+            doc! { "$set": { "good": 2, "bad": 0, "processed": 2, "ended": true, "status": "completed" } }
         );
+        assert!(!book.is_dirty());
     }
 
     #[test]
-    fn nothing_pending_means_no_write() {
-        let mut book = CounterBook::default();
-        assert_eq!(flush_update(book.take("missing")), None);
-        book.add("a", 1.0, -1.0);
-        // good and bad both move, processed does not.
-        assert_eq!(
-            flush_update(book.take("a")).unwrap(),
-            doc! { "$inc": { "good": 1, "bad": -1 } }
-        );
-    }
-
-    #[test]
-    fn a_failed_flush_is_restored_under_newer_changes() {
-        let mut book = CounterBook::default();
-        book.add("a", 3.0, 0.0);
-        book.set_total("a", Bson::Int32(10));
-        let taken = book.take_all();
-        book.add("a", 1.0, 0.0);
-        book.set_total("a", Bson::Int32(20));
-        for (id, pending) in taken {
-            book.restore(id, pending);
+    fn a_failed_write_is_restored_under_newer_changes() {
+        let mut book = CounterBook::new(100);
+        book.add("b", 3.0, 0.0);
+        book.set_total("b", Bson::Int32(10));
+        let taken = book.take_dirty();
+        book.add("b", 1.0, 0.0);
+        book.set_total("b", Bson::Int32(20));
+        for (id, snapshot) in taken {
+            book.restore(&id, snapshot);
         }
         assert_eq!(
-            flush_update(book.take("a")).unwrap(),
+            flush(&mut book, "b").unwrap(),
             doc! { "$inc": { "good": 4, "processed": 4 }, "$set": { "total": 20 } }
+        );
+        book.own("a");
+        book.add("a", 5.0, 0.0);
+        let final_write = book.finish("a");
+        book.restore("a", final_write);
+        assert_eq!(
+            flush(&mut book, "a").unwrap(),
+            doc! { "$set": { "good": 5, "bad": 0, "processed": 5 } }
+        );
+    }
+
+    #[test]
+    fn only_the_first_failed_items_are_kept() {
+        let mut book = CounterBook::new(2);
+        book.own("a");
+        for n in 0..5 {
+            book.add_failed_item("a", doc! { "id": n, "message": "no" });
+        }
+        let update = book.finish("a").into_update(None).unwrap();
+        let items = update
+            .get_document("$set")
+            .unwrap()
+            .get_array("failedItems")
+            .unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[1].as_document().unwrap().get("id"),
+            Some(&Bson::Int32(1))
         );
     }
 
     #[test]
     fn fractional_counts_become_doubles_like_the_node_driver() {
-        let mut book = CounterBook::default();
-        book.add("a", 1.5, 0.0);
+        let mut book = CounterBook::new(100);
+        book.add("b", 1.5, 0.0);
         assert_eq!(
-            flush_update(book.take("a")).unwrap(),
+            flush(&mut book, "b").unwrap(),
             doc! { "$inc": { "good": 1.5, "processed": 1.5 } }
         );
     }

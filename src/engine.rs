@@ -3,6 +3,7 @@
 //! them. Everything the JavaScript module asks of the core goes through [`Engine`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::batch::{self, BatchOptions, BatchOutcome, ItemRunner};
 use crate::counters::CounterBook;
 use crate::error::{ErrorKind, Result};
-use crate::job::{self, HaltKind, NewJob};
+use crate::job::{self, HaltKind, NewJob, Worker};
 use crate::store::{JobStore, StoreOptions};
 use crate::{watcher, writer};
 
@@ -50,6 +51,14 @@ pub struct EngineOptions {
     /// How long the final write of a job is retried while MongoDB cannot be reached.
     /// Defaults to 60 seconds.
     pub finish_retry_window: Option<Duration>,
+    /// How long a running job's process may stay silent before another process ends the job
+    /// as interrupted. Defaults to 30 seconds; heartbeats go out every sixth of it.
+    /// `Duration::ZERO` turns heartbeats and the sweeping of orphans off.
+    pub orphan_after: Option<Duration>,
+    /// How many failed items (`{ id, message }`) a job keeps in `failedItems`. Defaults to 100.
+    pub keep_failed_items: Option<usize>,
+    /// Ended jobs are deleted this long after `endedAt` (a TTL index). Defaults to never.
+    pub expire_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -57,12 +66,15 @@ pub(crate) struct Timings {
     pub flush_interval: Duration,
     pub watch_interval: Duration,
     pub finish_retry_window: Duration,
+    /// `None` when heartbeats are off.
+    pub orphan_after: Option<Duration>,
 }
 
-/// A stoppable job running in this process.
+/// A job running in this process.
 #[derive(Debug)]
 pub(crate) struct LiveJob {
-    pub kind: HaltKind,
+    /// The hook a stop request is answered with; `None` for jobs that cannot be stopped.
+    pub kind: Option<HaltKind>,
     /// Set once the hook has been called, so it is called at most once.
     pub halting: bool,
     /// Cancelled when a stop is picked up; the batch loop takes no item after that.
@@ -77,6 +89,8 @@ pub(crate) struct Shared {
     pub live: Mutex<HashMap<String, LiveJob>>,
     pub events: Arc<dyn EngineEvents>,
     pub timings: Timings,
+    pub worker: Worker,
+    pub draining: AtomicBool,
 }
 
 impl Shared {
@@ -108,6 +122,9 @@ impl Engine {
             crate::Error::invalid_argument("no MongoDB URI and database name were given")
         })?;
         let store = JobStore::connect(&store_options).await?;
+        if let Some(after) = options.expire_after {
+            store.expire_after(after).await?;
+        }
         Ok(Self::with_store(store, &options, events))
     }
 
@@ -123,14 +140,20 @@ impl Engine {
             finish_retry_window: options
                 .finish_retry_window
                 .unwrap_or(Duration::from_secs(60)),
+            orphan_after: Some(options.orphan_after.unwrap_or(Duration::from_secs(30)))
+                .filter(|after| !after.is_zero()),
         };
         let shared = Arc::new(Shared {
             store,
-            counters: Mutex::new(CounterBook::default()),
+            counters: Mutex::new(CounterBook::new(options.keep_failed_items.unwrap_or(100))),
             flush_wanted: Notify::new(),
             live: Mutex::new(HashMap::new()),
             events,
             timings,
+            worker: Worker {
+                id: job::new_job_id(),
+            },
+            draining: AtomicBool::new(false),
         });
         let (commands, receiver) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
@@ -146,29 +169,42 @@ impl Engine {
         }
     }
 
-    /// `start`: inserts the job document and, when the job has a stop or cancel hook,
-    /// registers it with the watcher. Returns the new job id.
+    /// `start`: inserts the job document and registers the job with the watcher (stop
+    /// requests, heartbeat). Returns the new job id.
     pub async fn start_job(&self, new_job: NewJob) -> Result<String> {
-        if self.shutdown.is_cancelled() {
+        if self.shutdown.is_cancelled() || self.shared.draining.load(Ordering::SeqCst) {
             return Err(ErrorKind::ShuttingDown.into());
         }
         let id = job::new_job_id();
         let kind = HaltKind::for_job(new_job.can_cancel, new_job.can_stop);
+        let worker = self
+            .shared
+            .timings
+            .orphan_after
+            .map(|_| &self.shared.worker);
         self.shared
             .store
-            .insert(&new_job.into_document(&id, DateTime::now()))
+            .insert(&new_job.into_document(&id, DateTime::now(), worker))
             .await?;
-        if let Some(kind) = kind {
-            self.shared.live().insert(
-                id.clone(),
-                LiveJob {
-                    kind,
-                    halting: false,
-                    halt: CancellationToken::new(),
-                },
-            );
-        }
+        self.shared.counters().own(&id);
+        self.shared.live().insert(
+            id.clone(),
+            LiveJob {
+                kind,
+                halting: false,
+                halt: CancellationToken::new(),
+            },
+        );
         Ok(id)
+    }
+
+    /// Keeps a failed item of a job (its id, as BSON, and the error message) in the job's
+    /// additive `failedItems`, up to the configured number.
+    pub fn add_failed_item(&self, id: &str, item_id: Bson, message: String) {
+        let item = mongodb::bson::doc! { "id": item_id, "message": message };
+        if self.shared.counters().add_failed_item(id, item) {
+            self.shared.flush_wanted.notify_one();
+        }
     }
 
     /// `good`/`bad`: counted in memory, written by the writer within the flush interval.
@@ -185,12 +221,24 @@ impl Engine {
         }
     }
 
+    /// Whether `drain` has begun: batch loops take no new item and new jobs are refused.
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::SeqCst)
+    }
+
     /// `end`: writes the job's last counts together with `ended: true`, its status and
     /// `results`, in one update, and stops watching it. When the document would pass
     /// MongoDB's size limit, it is written again with `results: null` (still `completed`).
     pub async fn end_job(&self, id: &str, success: bool, results: Bson) -> Result<()> {
         self.shared.live().remove(id);
-        self.finish(id, job::end_fields(success, results), true)
+        let fields = job::end_fields(success, results, DateTime::now());
+        self.finish(id, fields, true).await
+    }
+
+    /// Ends a job whose work was cut short (a drain): `failed` with `interrupted: true`.
+    pub async fn interrupt_job(&self, id: &str) -> Result<()> {
+        self.shared.live().remove(id);
+        self.finish(id, job::interrupted_fields(DateTime::now()), false)
             .await
     }
 
@@ -198,11 +246,18 @@ impl Engine {
     /// when the hook reported an error), `ended: true`, `canceling: false`, with the last
     /// counts, and stops watching the job.
     pub async fn acknowledge_halt(&self, id: &str, failed: bool) -> Result<()> {
-        let Some(live) = self.shared.live().remove(id) else {
-            return Err(ErrorKind::JobNotFound { id: id.to_owned() }.into());
+        let kind = {
+            let mut live = self.shared.live();
+            match live.get(id).and_then(|job| job.kind) {
+                Some(kind) => {
+                    live.remove(id);
+                    kind
+                }
+                None => return Err(ErrorKind::JobNotFound { id: id.to_owned() }.into()),
+            }
         };
-        self.finish(id, job::halt_fields(live.kind, failed), false)
-            .await
+        let fields = job::halt_fields(kind, failed, DateTime::now());
+        self.finish(id, fields, false).await
     }
 
     /// Runs a batch job's `count` items through `runner`, in order, `concurrency` at a time,
@@ -233,9 +288,36 @@ impl Engine {
         watcher::check(&self.shared, Some(id)).await;
     }
 
-    /// How many stoppable jobs this process is watching.
+    /// How many jobs of this process are running.
     pub fn live_jobs(&self) -> usize {
         self.shared.live().len()
+    }
+
+    /// Deletes jobs that ended longer than `older_than` ago; returns how many.
+    pub async fn purge(&self, older_than: Duration) -> Result<u64> {
+        let cutoff = DateTime::from_system_time(std::time::SystemTime::now() - older_than);
+        self.shared.store.purge(cutoff).await
+    }
+
+    /// A graceful drain: refuses new jobs, makes every batch loop take no new item, waits up
+    /// to `deadline` for running jobs to end (their in-flight items finish), then ends the
+    /// rest as interrupted, writing their last counts. Returns how many were interrupted.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        for live in self.shared.live().values() {
+            live.halt.cancel();
+        }
+        let until = tokio::time::Instant::now() + deadline;
+        while self.live_jobs() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let remaining: Vec<String> = self.shared.live().keys().cloned().collect();
+        for id in &remaining {
+            if let Err(error) = self.interrupt_job(id).await {
+                self.shared.events.log(LogLevel::Error, error.to_string());
+            }
+        }
+        remaining.len()
     }
 
     /// Stops the watcher, writes every pending count and waits for both tasks, at most

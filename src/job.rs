@@ -95,14 +95,27 @@ pub struct NewJob {
     pub can_cancel: bool,
     /// `!!options.stop`.
     pub can_stop: bool,
+    /// The id of the user who started the job, if known (additive field `userId`).
+    pub user_id: Option<String>,
+}
+
+/// The process that runs a job and keeps its heartbeat (additive fields `workerId`,
+/// `heartbeatAt`), so another process can tell a job whose process died.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    /// This process's engine id.
+    pub id: String,
 }
 
 impl NewJob {
     /// The document `start` inserts, field for field and type for type what 2.x inserts:
     /// `_id, good, bad, processed, status, ended, canceling, labels, when, canCancel, canStop`,
     /// counters as Int32 (as the Node driver writes small integers), `when` a BSON date.
-    pub fn into_document(self, id: &str, now: DateTime) -> Document {
-        doc! {
+    ///
+    /// Additive fields follow the 2.x ones: `userId` when known, then `workerId` and
+    /// `heartbeatAt` when the job has a worker.
+    pub fn into_document(self, id: &str, now: DateTime, worker: Option<&Worker>) -> Document {
+        let mut document = doc! {
             "_id": id,
             "good": 0_i32,
             "bad": 0_i32,
@@ -114,29 +127,51 @@ impl NewJob {
             "when": now,
             "canCancel": self.can_cancel,
             "canStop": self.can_stop,
+        };
+        if let Some(user_id) = self.user_id {
+            document.insert("userId", user_id);
         }
+        if let Some(worker) = worker {
+            document.insert("workerId", worker.id.as_str());
+            document.insert("heartbeatAt", now);
+        }
+        document
     }
 }
 
 /// The `$set` of `end(job, success, results)`. Unlike 2.x it also clears `canceling`, so a
 /// stop requested during the last item does not leave "Stopping..." on a completed job.
-pub fn end_fields(success: bool, results: Bson) -> Document {
+/// `endedAt` (additive) records when, for retention.
+pub fn end_fields(success: bool, results: Bson, now: DateTime) -> Document {
     let status = if success {
         JobStatus::Completed
     } else {
         JobStatus::Failed
     };
-    doc! { "ended": true, "status": status, "results": results, "canceling": false }
+    doc! { "ended": true, "status": status, "results": results, "canceling": false, "endedAt": now }
 }
 
 /// The `$set` written once a stop/cancel hook has acknowledged.
-pub fn halt_fields(kind: HaltKind, failed: bool) -> Document {
+pub fn halt_fields(kind: HaltKind, failed: bool, now: DateTime) -> Document {
     let status = if failed {
         JobStatus::Failed
     } else {
         kind.final_status()
     };
-    doc! { "ended": true, "canceling": false, "status": status }
+    doc! { "ended": true, "canceling": false, "status": status, "endedAt": now }
+}
+
+/// The `$set` that ends a job whose work was interrupted (its process died or drained before
+/// it finished): `failed`, so the unchanged modal shows "Failed" and can be closed, with the
+/// additive marker `interrupted: true`.
+pub fn interrupted_fields(now: DateTime) -> Document {
+    doc! {
+        "ended": true,
+        "canceling": false,
+        "status": JobStatus::Failed,
+        "interrupted": true,
+        "endedAt": now,
+    }
 }
 
 /// A number as the Node driver serialises it: an integral value in Int32 range becomes an
@@ -178,9 +213,10 @@ mod tests {
             labels: doc! { "title": "Publish" },
             can_cancel: false,
             can_stop: true,
+            user_id: None,
         };
         let now = DateTime::from_millis(1_584_626_531_123);
-        let document = job.into_document("abc", now);
+        let document = job.into_document("abc", now, None);
         let keys: Vec<&str> = document.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
@@ -205,6 +241,20 @@ mod tests {
     }
 
     #[test]
+    fn additive_fields_come_after_the_2x_ones() {
+        let job = NewJob {
+            user_id: Some("u1".to_owned()),
+            ..Default::default()
+        };
+        let worker = Worker {
+            id: "w1".to_owned(),
+        };
+        let document = job.into_document("abc", DateTime::now(), Some(&worker));
+        let keys: Vec<&str> = document.keys().map(String::as_str).skip(11).collect();
+        assert_eq!(keys, ["userId", "workerId", "heartbeatAt"]);
+    }
+
+    #[test]
     fn cancel_wins_over_stop_and_neither_means_no_hook() {
         assert_eq!(HaltKind::for_job(true, true), Some(HaltKind::Cancel));
         assert_eq!(HaltKind::for_job(false, true), Some(HaltKind::Stop));
@@ -213,34 +263,33 @@ mod tests {
 
     #[test]
     fn halts_write_their_status_or_failed() {
-        assert_eq!(
-            halt_fields(HaltKind::Stop, false)
+        let now = DateTime::now();
+        let status = |kind, failed| {
+            halt_fields(kind, failed, now)
                 .get_str("status")
-                .unwrap(),
-            "stopped"
-        );
-        assert_eq!(
-            halt_fields(HaltKind::Cancel, false)
-                .get_str("status")
-                .unwrap(),
-            "canceled"
-        );
-        assert_eq!(
-            halt_fields(HaltKind::Cancel, true)
-                .get_str("status")
-                .unwrap(),
-            "failed"
-        );
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(status(HaltKind::Stop, false), "stopped");
+        assert_eq!(status(HaltKind::Cancel, false), "canceled");
+        assert_eq!(status(HaltKind::Cancel, true), "failed");
+        let interrupted = interrupted_fields(now);
+        assert_eq!(interrupted.get_str("status").unwrap(), "failed");
+        assert!(interrupted.get_bool("interrupted").unwrap());
     }
 
     #[test]
     fn end_clears_canceling_and_always_writes_results() {
-        let fields = end_fields(true, Bson::Null);
+        let now = DateTime::now();
+        let fields = end_fields(true, Bson::Null, now);
+        assert_eq!(fields.get("endedAt"), Some(&Bson::DateTime(now)));
         assert_eq!(fields.get_str("status").unwrap(), "completed");
         assert_eq!(fields.get("results"), Some(&Bson::Null));
         assert!(!fields.get_bool("canceling").unwrap());
         assert_eq!(
-            end_fields(false, Bson::Null).get_str("status").unwrap(),
+            end_fields(false, Bson::Null, now)
+                .get_str("status")
+                .unwrap(),
             "failed"
         );
     }

@@ -63,6 +63,13 @@ pub struct ConnectOptions {
     /// How long the final write of a job is retried while MongoDB is unreachable, in ms.
     /// Defaults to 60,000.
     pub finish_retry_window_ms: Option<u32>,
+    /// How long a running job's process may stay silent before another process ends the job
+    /// as interrupted, in ms. Defaults to 30,000; 0 turns heartbeats off.
+    pub orphan_after_ms: Option<u32>,
+    /// How many failed items a job keeps in `failedItems`. Defaults to 100.
+    pub keep_failed_items: Option<u32>,
+    /// Ended jobs are deleted this many seconds after `endedAt`. Defaults to never.
+    pub expire_after_seconds: Option<u32>,
 }
 
 fn millis(value: Option<u32>) -> Option<Duration> {
@@ -81,6 +88,11 @@ impl From<ConnectOptions> for EngineOptions {
             flush_interval: millis(options.flush_interval_ms),
             watch_interval: millis(options.watch_interval_ms),
             finish_retry_window: millis(options.finish_retry_window_ms),
+            orphan_after: millis(options.orphan_after_ms),
+            keep_failed_items: options.keep_failed_items.map(|n| n as usize),
+            expire_after: options
+                .expire_after_seconds
+                .map(|seconds| Duration::from_secs(u64::from(seconds))),
         }
     }
 }
@@ -226,6 +238,7 @@ impl JobEngine {
         labels: Buffer,
         can_cancel: bool,
         can_stop: bool,
+        user_id: Option<String>,
     ) -> napi::Result<String> {
         let labels = read_document(&labels, "labels")?;
         let id = self
@@ -234,6 +247,7 @@ impl JobEngine {
                 labels,
                 can_cancel,
                 can_stop,
+                user_id,
             })
             .await?;
         Ok(id)
@@ -267,6 +281,56 @@ impl JobEngine {
         };
         self.engine.end_job(&id, success, results).await?;
         Ok(())
+    }
+
+    /// Keeps a failed item (`itemId` a BSON `{ value }` document) in the job's `failedItems`.
+    #[napi]
+    pub fn add_failed_item(
+        &self,
+        id: String,
+        item_id: Buffer,
+        message: String,
+    ) -> napi::Result<()> {
+        let item_id = read_value(&item_id, "the failed item's id")?;
+        self.engine.add_failed_item(&id, item_id, message);
+        Ok(())
+    }
+
+    /// Ends a job whose work was cut short by a drain: `failed`, `interrupted: true`.
+    #[napi]
+    pub async fn interrupt_job(&self, id: String) -> napi::Result<()> {
+        self.engine.interrupt_job(&id).await?;
+        Ok(())
+    }
+
+    /// Whether a drain has begun.
+    #[napi]
+    pub fn is_draining(&self) -> bool {
+        self.engine.is_draining()
+    }
+
+    /// Refuses new jobs, stops batch loops between items, waits up to `deadlineMs` for running
+    /// jobs to end, then ends the rest as interrupted. Resolves how many were interrupted.
+    #[napi]
+    pub async fn drain(&self, deadline_ms: u32) -> u32 {
+        let deadline = Duration::from_millis(u64::from(deadline_ms));
+        self.engine.drain(deadline).await as u32
+    }
+
+    /// Deletes jobs that ended more than `olderThanMs` ago; resolves how many.
+    #[napi]
+    pub async fn purge(&self, older_than_ms: f64) -> napi::Result<f64> {
+        if !(older_than_ms.is_finite() && older_than_ms >= 0.0) {
+            return Err(Error::invalid_argument(format!(
+                "purge needs olderThan as a number of milliseconds of 0 or more, not {older_than_ms}"
+            ))
+            .into());
+        }
+        let deleted = self
+            .engine
+            .purge(Duration::from_millis(older_than_ms as u64))
+            .await?;
+        Ok(deleted as f64)
     }
 
     /// Records the acknowledgement of a stop/cancel hook.

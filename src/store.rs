@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, DateTime, Document};
 use mongodb::error::{ErrorKind as DriverErrorKind, WriteFailure};
-use mongodb::options::ClientOptions;
-use mongodb::{Client, Collection};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, IndexModel};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -113,6 +113,90 @@ impl JobStore {
             .try_collect()
             .await
             .map_err(|e| Error::database("stop/cancel check", e))
+    }
+
+    /// Refreshes the heartbeat of this process's running jobs, in one write.
+    pub async fn heartbeat(&self, ids: &[String], now: DateTime) -> Result<()> {
+        self.collection
+            .update_many(
+                doc! { "_id": { "$in": ids }, "ended": false },
+                doc! { "$set": { "heartbeatAt": now } },
+            )
+            .await
+            .map_err(|e| Error::database("heartbeat", e))?;
+        Ok(())
+    }
+
+    /// Ends the running jobs of other processes whose heartbeat is older than `cutoff` with
+    /// these fields; returns how many. Jobs without a heartbeat (started by the stock module)
+    /// are never touched.
+    pub async fn end_orphans(
+        &self,
+        cutoff: DateTime,
+        this_worker: &str,
+        fields: Document,
+    ) -> Result<u64> {
+        let result = self
+            .collection
+            .update_many(
+                doc! {
+                    "ended": false,
+                    "heartbeatAt": { "$lt": cutoff },
+                    "workerId": { "$ne": this_worker },
+                },
+                doc! { "$set": fields },
+            )
+            .await
+            .map_err(|e| Error::database("end of orphaned jobs", e))?;
+        Ok(result.modified_count)
+    }
+
+    /// Deletes jobs that ended before `cutoff` (by `endedAt`, or by `when` for jobs the stock
+    /// module ended, which have no `endedAt`); returns how many.
+    pub async fn purge(&self, cutoff: DateTime) -> Result<u64> {
+        let result = self
+            .collection
+            .delete_many(doc! {
+                "ended": true,
+                "$or": [
+                    { "endedAt": { "$lt": cutoff } },
+                    { "endedAt": { "$exists": false }, "when": { "$lt": cutoff } },
+                ],
+            })
+            .await
+            .map_err(|e| Error::database("purge of old jobs", e))?;
+        Ok(result.deleted_count)
+    }
+
+    /// Makes ended jobs expire `after` their `endedAt` (a TTL index), idempotently: an index
+    /// left by an earlier setting gets the new one.
+    pub async fn expire_after(&self, after: Duration) -> Result<()> {
+        const NAME: &str = "endedAt_ttl";
+        let index = IndexModel::builder()
+            .keys(doc! { "endedAt": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name(NAME.to_owned())
+                    .expire_after(after)
+                    .build(),
+            )
+            .build();
+        match self.collection.create_index(index).await {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                // An index of that name with another expiry: change it in place.
+                self.collection
+                    .client()
+                    .database(&self.collection.namespace().db)
+                    .run_command(doc! {
+                        "collMod": self.collection.name(),
+                        "index": { "name": NAME, "expireAfterSeconds": after.as_secs() as i64 },
+                    })
+                    .await
+                    .map_err(|e| Error::database("creation of the expiry index", e))?;
+                Ok(())
+            }
+        }
     }
 
     /// One job document.

@@ -1,18 +1,25 @@
 //! The stop/cancel watcher: one task per engine, one query per tick for all of this
 //! process's live stoppable jobs (2.x ran one timer and one query per job). A tick never
 //! overlaps the previous one, because the loop awaits each check before the next tick.
+//!
+//! The same task keeps the heartbeat of the process's running jobs (one write for all of
+//! them) and ends other processes' jobs whose heartbeat stopped (their process died).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::time::MissedTickBehavior;
+use mongodb::bson::DateTime;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{LogLevel, Shared};
+use crate::job;
 
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(shared.timings.watch_interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut caretaker = shared.timings.orphan_after.map(Caretaker::new);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -20,6 +27,74 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
         let ok = check_inner(&shared, None, !failing).await;
         failing = !ok;
+        if let Some(caretaker) = caretaker.as_mut() {
+            caretaker.tick(&shared).await;
+        }
+    }
+}
+
+/// Heartbeats and the sweeping of orphans.
+struct Caretaker {
+    orphan_after: Duration,
+    next_heartbeat: Instant,
+    next_sweep: Instant,
+    /// Since when this process has reached the database without a failure. A process that
+    /// was cut off itself waits a full bound before sweeping, so that every other process
+    /// has had the time to heartbeat again.
+    healthy_since: Option<Instant>,
+    swept_once: bool,
+}
+
+impl Caretaker {
+    fn new(orphan_after: Duration) -> Self {
+        let now = Instant::now();
+        Caretaker {
+            orphan_after,
+            next_heartbeat: now,
+            next_sweep: now,
+            healthy_since: Some(now),
+            swept_once: false,
+        }
+    }
+
+    async fn tick(&mut self, shared: &Shared) {
+        let now = Instant::now();
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.orphan_after / 6;
+            let ids: Vec<String> = shared.live().keys().cloned().collect();
+            if !ids.is_empty() {
+                match shared.store.heartbeat(&ids, DateTime::now()).await {
+                    Ok(()) => {
+                        self.healthy_since.get_or_insert(now);
+                    }
+                    Err(_) => self.healthy_since = None,
+                }
+            }
+        }
+        let healthy_long_enough = self
+            .healthy_since
+            .is_some_and(|since| since.elapsed() >= self.orphan_after);
+        if now >= self.next_sweep && (!self.swept_once || healthy_long_enough) {
+            self.next_sweep = now + self.orphan_after / 2;
+            self.swept_once = true;
+            self.sweep(shared).await;
+        }
+    }
+
+    async fn sweep(&mut self, shared: &Shared) {
+        let cutoff = DateTime::from_system_time(std::time::SystemTime::now() - self.orphan_after);
+        let fields = job::interrupted_fields(DateTime::now());
+        match shared.store.end_orphans(cutoff, &shared.worker.id, fields).await {
+            Ok(0) => {}
+            Ok(count) => shared.events.log(
+                LogLevel::Warn,
+                format!("apostrophe-jobs: ended {count} job(s) as failed (interrupted): their process stopped sending heartbeats more than {:?} ago", self.orphan_after),
+            ),
+            Err(error) => {
+                self.healthy_since = None;
+                shared.events.log(LogLevel::Error, format!("{error}; orphaned jobs are looked for again later"));
+            }
+        }
     }
 }
 
@@ -33,7 +108,9 @@ async fn check_inner(shared: &Shared, only: Option<&str>, log_failure: bool) -> 
     let ids: Vec<String> = shared
         .live()
         .iter()
-        .filter(|(id, live)| !live.halting && only.is_none_or(|only| only == id.as_str()))
+        .filter(|(id, live)| {
+            live.kind.is_some() && !live.halting && only.is_none_or(|only| only == id.as_str())
+        })
         .map(|(id, _)| id.clone())
         .collect();
     if ids.is_empty() {
@@ -63,9 +140,12 @@ async fn check_inner(shared: &Shared, only: Option<&str>, log_failure: bool) -> 
             if job.halting {
                 continue;
             }
+            let Some(kind) = job.kind else {
+                continue;
+            };
             job.halting = true;
             job.halt.cancel();
-            job.kind
+            kind
         };
         shared.events.halt_requested(id, kind, &document);
     }

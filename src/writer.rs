@@ -69,7 +69,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiv
 /// Writes every job's pending counts, one update per job, concurrently. What cannot be
 /// written goes back into the book for the next try. Returns whether everything was written.
 async fn flush_all(shared: &Shared, outage: &mut bool) -> bool {
-    let pending = shared.counters().take_all();
+    let pending = shared.counters().take_dirty();
     if pending.is_empty() {
         return true;
     }
@@ -90,7 +90,7 @@ async fn flush_all(shared: &Shared, outage: &mut bool) -> bool {
                     format!("{error}; job counts are kept and written once MongoDB answers again"),
                 );
             }
-            shared.counters().restore(id, change);
+            shared.counters().restore(&id, change);
         } else {
             shared.events.log(
                 LogLevel::Error,
@@ -117,7 +117,7 @@ async fn finish(
     mut fields: Document,
     results_droppable: bool,
 ) -> Result<()> {
-    let pending = shared.counters().take(id);
+    let pending = shared.counters().finish(id);
     let started = Instant::now();
     let mut delay = Duration::from_millis(250);
     let mut reported = false;
@@ -152,7 +152,7 @@ async fn finish(
             continue;
         }
         // Keep the counts for the flusher: they are still true even if the ending is not.
-        shared.counters().restore(id.to_owned(), pending);
+        shared.counters().restore(id, pending);
         shared.flush_wanted.notify_one();
         return Err(error);
     }

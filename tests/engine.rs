@@ -56,6 +56,7 @@ fn stoppable() -> NewJob {
         labels: doc! { "title": "Test" },
         can_cancel: false,
         can_stop: true,
+        user_id: None,
     }
 }
 
@@ -94,7 +95,7 @@ async fn counts_are_coalesced_and_exact_when_the_job_ends() {
     assert!(job.get_bool("ended").unwrap());
     assert_eq!(job.get_document("results").unwrap(), &doc! { "a": 1 });
     let keys: Vec<&str> = job.keys().map(String::as_str).collect();
-    assert_eq!(keys.last(), Some(&"results"));
+    assert_eq!(keys[keys.len() - 2..], ["results", "endedAt"]);
     assert_eq!(engine.live_jobs(), 0);
 }
 
@@ -135,6 +136,7 @@ async fn cancel_wins_and_a_failed_acknowledgement_writes_failed() {
             labels: Document::new(),
             can_cancel: true,
             can_stop: true,
+            user_id: None,
         })
         .await
         .unwrap();
