@@ -196,7 +196,10 @@ function sleep(ms) {
 
 // onUnexpectedExit({ code, signal }) is called if the server dies on its own
 // (not through stop/restart), e.g. so the CLI can exit too.
-async function startServer({ port, dataDir, quiet = true, onUnexpectedExit } = {}) {
+// ownProcessGroup: start the server in a process group of its own, so that Ctrl-C in a
+// terminal (SIGINT to the whole foreground group) reaches only us and we can stop the
+// site using it before the server; it still dies with us (PR_SET_PDEATHSIG).
+async function startServer({ port, dataDir, quiet = true, onUnexpectedExit, ownProcessGroup = false } = {}) {
   const bin = ensureInstalled({ quiet });
   const python = path.join(venvDir(), 'bin', 'python');
   installExitHooks();
@@ -233,7 +236,8 @@ async function startServer({ port, dataDir, quiet = true, onUnexpectedExit } = {
     // being auto-discovered and silently changing the configuration.
     const c = childProcess.spawn(python, ['-c', PDEATHSIG_SHIM, String(process.pid), bin, ...args], {
       cwd: dataDir,
-      stdio: ['ignore', 'pipe', 'pipe']
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: ownProcessGroup
     });
     child = c;
     liveChildren.add(c);
