@@ -1,0 +1,169 @@
+// A piece type, plus the long-running job the home page's buttons start.
+//
+// Articles get the usual admin UI (admin bar → Articles): its batch operations (Publish,
+// Add Tag, Trash...) run through apostrophe-jobs too, with a Stop button.
+//
+// The home page's buttons call this module's `set-all-published` route, which runs a
+// one-shot job with `runNonBatch`: it publishes (or unpublishes) every article one by one,
+// reporting progress as it goes, and can be canceled: it then puts back every article it
+// had changed.
+
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+module.exports = {
+  extend: 'apostrophe-pieces',
+  name: 'article',
+  label: 'Article',
+  pluralLabel: 'Articles',
+  // Demo only: how many articles to create on start-up when there are fewer.
+  seed: 1000,
+  // Pause after each article, so the progress bar is easy to follow even on a fast database.
+  pauseMs: 10,
+
+  construct: function(self, options) {
+
+    // POST /modules/articles/set-all-published { published: true|false } -> { status: 'ok', jobId }
+    // `requireEditor` (from apostrophe-pieces) refuses users who may not edit articles.
+
+    self.route('post', 'set-all-published', self.requireEditor, function(req, res) {
+      const published = self.apos.launder.boolean(req.body.published);
+      const jobs = self.apos.modules['apostrophe-jobs'];
+      // runNonBatch answers the request itself with the job id, then calls the work
+      // function. `canCancel` shows a Cancel button in the progress modal.
+      return jobs.runNonBatch(req, function(req, reporting) {
+        const work = self.setAllPublished(req, published, reporting);
+        self.runningWork.add(work);
+        const forget = () => self.runningWork.delete(work);
+        work.then(forget, forget);
+        return work;
+      }, {
+        labels: {
+          title: published ? 'Publish every article' : 'Unpublish every article',
+          good: published ? 'Published' : 'Unpublished',
+          canceling: 'Canceling: putting the articles back...'
+        },
+        canCancel: true
+      });
+    });
+
+    // The job's work. `reporting` comes from apostrophe-jobs: `setTotal` enables the progress
+    // bar, `good`/`bad` count articles, `setResults` is what the browser's `success`
+    // callback receives, and `isCanceling()` returns a function once the user has clicked
+    // Cancel: we then undo our changes and call it instead of finishing normally.
+
+    self.setAllPublished = async function(req, published, reporting) {
+      const ids = (await self.apos.docs.db.find(
+        { type: self.name, trash: { $ne: true }, published: !published },
+        { _id: 1 }
+      ).sort({ titleSortified: 1 }).toArray()).map((doc) => doc._id);
+      reporting.setTotal(ids.length);
+      const changed = [];
+      for (const id of ids) {
+        if (self.stopping) {
+          // The job ends as failed; the articles already changed stay changed.
+          throw new Error('The site is stopping: the job stops here.');
+        }
+        const halt = reporting.isCanceling();
+        if (halt) {
+          // Undo in one write, so Cancel is quick even after hundreds of articles:
+          // `published` is the only field this job changes.
+          await self.apos.docs.db.updateMany({ _id: { $in: changed } }, { $set: { published: !published } });
+          return halt();
+        }
+        try {
+          const piece = await self.findForEditing(req, { _id: id }).toObject();
+          if (!piece) {
+            reporting.bad();
+            continue;
+          }
+          piece.published = published;
+          await self.update(req, piece);
+          changed.push(id);
+          reporting.good();
+        } catch (err) {
+          self.apos.utils.error(err);
+          reporting.bad();
+        }
+        await delay(options.pauseMs);
+      }
+      reporting.setResults({ changed: changed.length, published });
+    };
+
+    // Stops this module's jobs before the site stops (scripts/demo.js calls it before
+    // `apos.destroy()`, which closes the database connection the work is using). Resolves
+    // once every job has finished its current article and ended.
+
+    self.runningWork = new Set();
+    self.stopping = false;
+
+    self.stopWork = function() {
+      self.stopping = true;
+      return Promise.all([ ...self.runningWork ].map((work) => work.catch(() => {})));
+    };
+
+    // The home page shows how many articles are published.
+
+    const superPageBeforeSend = self.pageBeforeSend;
+    self.pageBeforeSend = function(req, callback) {
+      superPageBeforeSend(req);
+      if (!req.user) {
+        return callback(null);
+      }
+      const articles = { type: self.name, trash: { $ne: true } };
+      return Promise.all([
+        self.apos.docs.db.countDocuments(articles),
+        self.apos.docs.db.countDocuments(Object.assign({ published: true }, articles))
+      ]).then(([ total, published ]) => {
+        req.data.articleCounts = { total, published };
+        return callback(null);
+      }, callback);
+    };
+
+    // The home page's buttons (public/js/demo-jobs.js), for logged-in users.
+
+    const superPushAssets = self.pushAssets;
+    self.pushAssets = function() {
+      superPushAssets();
+      self.pushAsset('script', 'demo-jobs', { when: 'user' });
+    };
+
+    // Demo only: create draft articles until there are `seed` of them. The first goes
+    // through `insert`, so every hook runs; the rest are copies of it made with one
+    // `insertMany`, which takes a second where a thousand `insert` calls take a minute.
+
+    self.afterInit = function(callback) {
+      return self.seedArticles(options.seed).then(() => callback(null), callback);
+    };
+
+    self.seedArticles = async function(wanted) {
+      const existing = await self.apos.docs.db.countDocuments({ type: self.name });
+      if (existing >= wanted) {
+        return;
+      }
+      const req = self.apos.tasks.getReq();
+      const title = (i) => `Article ${String(i).padStart(4, '0')}`;
+      const first = await self.insert(req, { title: title(existing + 1), published: false });
+      const copies = [];
+      for (let i = existing + 2; i <= wanted; i++) {
+        const t = title(i);
+        const sortified = self.apos.utils.sortify(t);
+        copies.push(Object.assign({}, first, {
+          _id: self.apos.utils.generateId(),
+          title: t,
+          slug: self.apos.utils.slugify(t),
+          titleSortified: sortified,
+          highSearchText: sortified,
+          highSearchWords: sortified.split(/\s+/),
+          lowSearchText: sortified,
+          searchSummary: '',
+          createdAt: new Date(),
+          updatedAt: new Date()
+        }));
+      }
+      if (copies.length) {
+        await self.apos.docs.db.insertMany(copies);
+      }
+      self.apos.utils.log(`Created ${copies.length + 1} draft articles.`);
+    };
+  }
+};
