@@ -31,7 +31,7 @@ after(async () => {
   await owner.stop({ dropDatabase: true });
 });
 
-async function pollProgress(httpClient, jobId, timeout = 30000) {
+async function pollProgress(httpClient, jobId, timeout = 120000) {
   const deadline = Date.now() + timeout;
   const seen = [];
   while (Date.now() < deadline) {

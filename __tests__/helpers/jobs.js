@@ -46,7 +46,7 @@ const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Polls the job document until `ended`, then waits a little more so any late write would
 // show; returns the final document.
-async function waitForEnd(jobs, _id, { timeout = 20000 } = {}) {
+async function waitForEnd(jobs, _id, { timeout = 60000 } = {}) {
   const deadline = Date.now() + timeout;
   while (Date.now() < deadline) {
     const job = await jobs.db.findOne({ _id });
