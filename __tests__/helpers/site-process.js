@@ -9,7 +9,8 @@
 //     node __tests__/helpers/site-process.js
 //   node __tests__/helpers/site-process.js '{"uri":"...","native":false}'
 // Options are bootSite's (JSON only, so no functions in `modules`) plus
-// `admin: { username, password }` to create an admin before reporting ready.
+// `admin: { username, password }` to create an admin before reporting ready and
+// `moduleFiles: { name: '/abs/path.js' }` for modules defined in files.
 // Prints one JSON line on stdout when listening:
 //   {"ready":true,"baseUrl":"http://127.0.0.1:PORT","port":PORT,"pid":...,
 //    "shortName":"...","csrfCookieName":"<shortName>.csrf"}
@@ -76,7 +77,11 @@ async function runChild() {
   let opts;
   try {
     opts = readOptions();
-    const { admin, ...bootOpts } = opts;
+    const { admin, moduleFiles, ...bootOpts } = opts;
+    // Module definitions can't travel as JSON: `moduleFiles` names files that export them.
+    for (const [ name, file ] of Object.entries(moduleFiles || {})) {
+      bootOpts.modules = { ...bootOpts.modules, [name]: { ...require(file), ...(bootOpts.modules || {})[name] } };
+    }
     site = await bootSite(bootOpts);
     let adminId;
     if (admin) {
