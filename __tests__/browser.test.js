@@ -114,8 +114,9 @@ function trackRequests(apos) {
   };
 }
 
-// An in-process site running this package, with an admin. `shortName` (also the database
-// name) lets two sites share one database; such a database is dropped by `dropDatabase`.
+// An in-process site running this package, with an admin. With `shortName` (also the
+// database name) it shares that database with another site, which creates the admin; the
+// database is then dropped only with `dropDatabase`.
 async function openSite({ slowUpdateMs = 0, shortName, dropDatabase } = {}) {
   const site = await bootSite({
     uri,
