@@ -104,13 +104,14 @@ module.exports = function(self, options) {
       self.setTotal(job, ids.length);
       self.apiResponder(req, null, { jobId: job._id });
       const results = {};
+      const timeout = positiveInteger(options.timeout, 'timeout');
       const runRange = async function(start, end) {
         for (let index = start; index < end; index++) {
           if (stopAcknowledgement || self.draining) {
             return { finished: index - start, halted: true };
           }
           const id = ids[index];
-          const outcome = await self.callChange(req, change, id, options.timeout);
+          const outcome = await self.callChange(req, change, id, timeout);
           if (outcome.error) {
             self.bad(job);
             self.recordFailedItem(job, id, outcome.error);
@@ -121,7 +122,10 @@ module.exports = function(self, options) {
         }
         return { finished: end - start, halted: false };
       };
-      const batchOptions = { concurrency: options.concurrency, maxChunk: options.maxChunk };
+      const batchOptions = {
+        concurrency: positiveInteger(options.concurrency, 'concurrency'),
+        maxChunk: positiveInteger(options.maxChunk, 'maxChunk')
+      };
       return self.engine.runBatch(job._id, ids.length, runRange, batchOptions).then(function(outcome) {
         if (outcome === 'completed') {
           return self.end(job, true, results, self.logEndFailure);
@@ -141,6 +145,19 @@ module.exports = function(self, options) {
     });
   }
 
+  // An option that must be a positive integer, or undefined for the default; anything else
+  // is logged and replaced by the default.
+  function positiveInteger(value, name) {
+    if (value === undefined || value === null) {
+      return undefined;
+    }
+    if (Number.isInteger(value) && value > 0 && value <= 0xffffffff) {
+      return value;
+    }
+    self.apos.utils.warn(`apostrophe-jobs: run's ${name} option must be a positive integer, not ${JSON.stringify(value)}; the default is used.`);
+    return undefined;
+  }
+
   // Keeps the id and error message of a failed item in the job's additive `failedItems`
   // (the first `keepFailedItems`, default 100), for diagnosis and `retryFailed`.
 
@@ -158,7 +175,7 @@ module.exports = function(self, options) {
     let single;
     return (async function() {
       for (const id of ids) {
-        const outcome = await self.callChange(req, change, id, options.timeout);
+        const outcome = await self.callChange(req, change, id, positiveInteger(options.timeout, 'timeout'));
         if (outcome.error) {
           return self.apiResponder(req, outcome.error);
         }
@@ -409,7 +426,11 @@ module.exports = function(self, options) {
   // command line task: `node app apostrophe-jobs:purge --older-than-days=30`.
 
   self.purgeJobs = function(options) {
-    return self.engine.purge((options || {}).olderThan);
+    const olderThan = (options || {}).olderThan;
+    if (typeof olderThan !== 'number' || !(olderThan >= 0)) {
+      return Promise.reject(new Error(`apostrophe-jobs: purgeJobs needs olderThan as a number of milliseconds of 0 or more, not ${JSON.stringify(olderThan)}`));
+    }
+    return self.engine.purge(olderThan);
   };
 };
 

@@ -44,6 +44,11 @@ module.exports = function(self, options) {
         if (err) {
           return next(err);
         }
+        if (job) {
+          // Unlike 2.x, the first paint of the embedded progress fragment has its
+          // percentage too (2.x drew "width: %" until the first poll).
+          self.addPercentage(job);
+        }
         return next(null, {
           template: 'modal',
           data: {
@@ -70,8 +75,7 @@ module.exports = function(self, options) {
         if (!job) {
           return respond({ notfound: true, ended: true });
         }
-        // JavaScript's coercion, then `toFixed(2)` rounding, as 2.x computed it.
-        job.percentage = job.total ? self.percentage(job.processed, job.total) : 0;
+        self.addPercentage(job);
         return respond(job);
       });
 
@@ -118,6 +122,14 @@ module.exports = function(self, options) {
       return callback(null, job, false);
     });
   }
+
+  // The non-persisted `percentage` of 2.x's `progress` reply: the number 0 without a total,
+  // else the string `((processed / total) * 100).toFixed(2)`.
+
+  self.addPercentage = function(job) {
+    job.percentage = job.total ? self.percentage(job.processed, job.total) : 0;
+    return job;
+  };
 
   // `((processed / total) * 100).toFixed(2)`: the operands are coerced to numbers here, as
   // JavaScript's `/` would, and the division and rounding happen in Rust.

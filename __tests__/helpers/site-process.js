@@ -57,6 +57,10 @@ async function runChild() {
       process.exit(code);
     }, graceMs).unref();
     try {
+      // A deploy's shutdown hook: let running jobs drain while the database is still open
+      // (apos.destroy closes it before the jobs module's own destroy hook runs).
+      const jobs = site && site.apos.modules['apostrophe-jobs'];
+      if (jobs && jobs.options.drainOnSignal && jobs.drain) await jobs.drain();
       if (site) await site.stop();
     } catch (err) {
       process.stderr.write(`site-process: stop failed: ${err.stack || err}\n`);

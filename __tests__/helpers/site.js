@@ -23,6 +23,7 @@ const FIXTURES = path.join(__dirname, '..', 'fixtures');
 const MODULES_NATIVE = path.join(FIXTURES, 'site-native', 'lib', 'modules');
 const MODULES_STOCK = path.join(FIXTURES, 'site-stock', 'lib', 'modules');
 const VIEWS = path.join(FIXTURES, 'views');
+const LOCALES = path.join(os.tmpdir(), 'ajn-test-locales');
 
 // Log lines that are expected in this environment and only add noise.
 const NOISE = [
@@ -155,6 +156,9 @@ async function bootSite({
     // dev mode LESS is compiled lazily per request, so boot does no asset
     // building at all.
     'apostrophe-assets': { minify: false },
+    // The i18n package is one per process: it writes new strings to the locales folder of
+    // the site booted last, which would be gone once that site stops. Share one that stays.
+    'apostrophe-i18n': { localesDir: LOCALES },
     // Shared fallback views (the home page login redirects to), so the two
     // fixture roots need not duplicate templates.
     'apostrophe-templates': { viewsFolderFallback: VIEWS },
@@ -368,15 +372,15 @@ function fastPasswordHash(password) {
 }
 
 /**
- * Create (or reuse) an `admin` group with the admin permission and a user
- * in it, the way Apostrophe 2 grants admin rights. Returns the user doc.
- * `fastHash: false` goes through Apostrophe's own (very slow) hashing.
+ * Create a user in a group with these permissions (creating the group if needed), the way
+ * Apostrophe 2 grants rights. Returns the user doc. `fastHash: false` goes through
+ * Apostrophe's own (very slow) hashing.
  */
-async function createAdmin(apos, { username = 'admin', password = 'admin-password', email, fastHash = true } = {}) {
+async function createUser(apos, { username, password, permissions = [], groupTitle = permissions.join(' ') || 'guests', email, fastHash = true }) {
   const req = apos.tasks.getReq();
-  let group = await apos.groups.find(req, { title: 'admin' }).joins(false).toObject();
+  let group = await apos.groups.find(req, { title: groupTitle }).joins(false).toObject();
   if (!group) {
-    group = await apos.groups.insert(req, { title: 'admin', permissions: ['admin'] });
+    group = await apos.groups.insert(req, { title: groupTitle, permissions });
   }
   const user = await apos.users.insert(req, {
     username,
@@ -391,6 +395,11 @@ async function createAdmin(apos, { username = 'admin', password = 'admin-passwor
     await apos.users.safe.updateOne({ _id: user._id }, { $set: { passwordHash: fastPasswordHash(password) } });
   }
   return user;
+}
+
+/** An admin: a user in the `admin` group, which has the admin permission. */
+async function createAdmin(apos, { username = 'admin', password = 'admin-password', email, fastHash = true } = {}) {
+  return createUser(apos, { username, password, email, fastHash, permissions: [ 'admin' ], groupTitle: 'admin' });
 }
 
 /**
@@ -443,6 +452,7 @@ module.exports = {
   createClient,
   CookieJar,
   createAdmin,
+  createUser,
   insertArticles,
   uriWithDb,
   MODULES_NATIVE,
