@@ -1,0 +1,159 @@
+// One benchmark site in its own process (forked by bench/run.js), so that peak RSS is
+// comparable between the stock and the native module and no state carries over.
+//
+// Boots the fixture site (bench/fixture.js) with the driver's command monitoring on, samples
+// `process.memoryUsage().rss` every 10 ms, and answers the parent's IPC requests:
+//   { id, cmd: 'bench' }          the fixture's instruments (see bench/fixture.js)
+//   { id, cmd: 'reset', ... }     clears them (and optionally sizes the finish-time array)
+//   { id, cmd: 'commands' }       driver commands started since the last 'commands' call
+//   { id, cmd: 'rss' }            peak since the last 'rss' call, and the recent idle level
+//   { id, cmd: 'gc' }             a full collection (run with --expose-gc)
+//   { id, cmd: 'baseline', mode, n } the change alone in a plain promise loop (figure 3)
+//   { id, cmd: 'articles', n }    inserts n test pieces, returns their ids
+//   { id, cmd: 'stop' }           stops the site and exits
+
+'use strict';
+
+const { performance } = require('perf_hooks');
+const { bootSite, createAdmin, insertArticles } = require('../__tests__/helpers/site.js');
+
+const now = () => performance.timeOrigin + performance.now();
+const RSS_INTERVAL_MS = 10;
+
+const options = JSON.parse(process.env.AJN_BENCH_CHILD);
+
+let site;
+let fixture;
+let commands = new Map();
+let rssPeak = 0;
+let rssSamples = 0;
+// The last second of samples, for the idle level.
+const recentRss = [];
+
+function sampleRss() {
+  const rss = process.memoryUsage.rss();
+  rssSamples++;
+  if (rss > rssPeak) {
+    rssPeak = rss;
+  }
+  recentRss.push(rss);
+  if (recentRss.length > 100) {
+    recentRss.shift();
+  }
+}
+
+function median(values) {
+  const sorted = values.slice().sort((a, b) => a - b);
+  return sorted.length ? sorted[sorted.length >> 1] : null;
+}
+
+async function handle(message) {
+  switch (message.cmd) {
+    case 'bench': {
+      const b = fixture.bench;
+      return {
+        runAt: b.runAt,
+        firstChangeAt: b.firstChangeAt,
+        finished: b.finished,
+        finishTimes: message.finishTimes && b.finishTimes ? Array.from(b.finishTimes.subarray(0, b.finished)) : undefined,
+        endCalledAt: b.endCalledAt,
+        endAckedAt: b.endAckedAt,
+        lastWriteAckAt: b.lastWriteAckAt,
+        touched: b.touched,
+        reads: message.finishTimes ? b.reads : undefined
+      };
+    }
+    case 'reset':
+      fixture.resetBench(!!message.recordFinishTimes, message.n || 0);
+      return true;
+    case 'commands': {
+      const out = Object.fromEntries(commands);
+      commands = new Map();
+      return out;
+    }
+    case 'rss': {
+      const out = { peak: rssPeak, idle: median(recentRss), current: process.memoryUsage.rss(), samples: rssSamples };
+      rssPeak = process.memoryUsage.rss();
+      rssSamples = 0;
+      return out;
+    }
+    case 'gc':
+      if (global.gc) {
+        global.gc();
+        global.gc();
+      }
+      return true;
+    case 'baseline': {
+      // The same change in a plain JavaScript loop, one promise per item as the native
+      // module's item runner makes, with no job around it: what any loop costs.
+      const change = fixture.changes[message.mode];
+      const req = {};
+      const started = now();
+      for (let i = 0; i < message.n; i++) {
+        await new Promise((resolve) => change(req, `c${i}`, (err, result) => resolve({ err, result })));
+      }
+      return { ms: now() - started };
+    }
+    case 'articles': {
+      const docs = await insertArticles(site.apos, message.n);
+      return docs.map((doc) => doc._id);
+    }
+    case 'stop':
+      // Stock 2.x keeps polling stopped jobs after shutdown (its known leak) and logs
+      // "client closed" errors: noise, not results.
+      process.stderr.write = () => true;
+      await site.stop();
+      setImmediate(() => process.exit(0));
+      return true;
+    default:
+      throw new Error(`unknown command ${message.cmd}`);
+  }
+}
+
+async function main() {
+  // If the parent goes away, so do we.
+  process.on('disconnect', () => process.exit(0));
+  site = await bootSite({
+    uri: options.uri,
+    native: options.native,
+    modules: {
+      'bench-fixture': require('./fixture.js'),
+      // Command monitoring on the site's own driver (stock: every job write; native: only
+      // what JavaScript still does, e.g. the `progress` route and the site's own changes).
+      'apostrophe-db': { connect: { monitorCommands: true } }
+    }
+  });
+  fixture = site.apos.modules['bench-fixture'];
+  // The parent logs in as this user, as the browser that watches a job's progress is.
+  await createAdmin(site.apos, options.admin);
+  const client = site.apos.db.client || (site.apos.db.s && site.apos.db.s.client);
+  if (!client || typeof client.on !== 'function') {
+    throw new Error('bench child: cannot find the site\'s MongoClient to monitor commands');
+  }
+  client.on('commandStarted', (event) => {
+    const body = event.command || {};
+    const collection = typeof body[event.commandName] === 'string' ? body[event.commandName] : '';
+    const key = `${event.commandName}${collection ? ` ${collection}` : ''}`;
+    commands.set(key, (commands.get(key) || 0) + 1);
+  });
+  setInterval(sampleRss, RSS_INTERVAL_MS);
+  process.on('message', (message) => {
+    handle(message).then(
+      (result) => process.send({ id: message.id, result }),
+      (error) => process.send({ id: message.id, error: String((error && error.stack) || error) })
+    );
+  });
+  process.send({
+    ready: true,
+    baseUrl: site.baseUrl,
+    shortName: site.shortName,
+    csrfCookieName: site.csrfCookieName,
+    pid: process.pid,
+    bootedAt: now()
+  });
+}
+
+main().catch((error) => {
+  process.send({ ready: false, error: String((error && error.stack) || error) });
+  setTimeout(() => process.exit(1), 100);
+});
