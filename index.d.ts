@@ -50,6 +50,17 @@ export interface JobDocument {
   canStop: boolean;
   total?: unknown;
   results?: unknown;
+  /** Additive: the user who started the job (run, runNonBatch, or start's `userId`). */
+  userId?: string;
+  /** Additive: the engine (process) running the job, and its last heartbeat. */
+  workerId?: string;
+  heartbeatAt?: Date;
+  /** Additive: the first failed items of a batch, `{ id, message }`. */
+  failedItems?: Array<{ id: unknown; message: string }>;
+  /** Additive: when the job ended. */
+  endedAt?: Date;
+  /** Additive: the job was cut short (its process died or drained). */
+  interrupted?: boolean;
 }
 
 /** Calls back once the hook's work has stopped (and, for cancel, been undone). */
@@ -57,6 +68,8 @@ export type HaltAcknowledgement = (err?: unknown) => void;
 
 export interface StartOptions {
   labels?: JobLabels;
+  /** Recorded as the job's `userId` (for the `ownerOnly` option). */
+  userId?: string;
   /** Makes the job cancelable: undo everything, then acknowledge. */
   cancel?: ((job: JobDocument, acknowledge: HaltAcknowledgement) => void) | null;
   /** Makes the job stoppable: stop taking new work, then acknowledge. */
@@ -123,6 +136,16 @@ export interface JobsModule {
   pushAssets(): void;
   /** `((processed / total) * 100).toFixed(2)` with JavaScript's coercion and rounding. */
   percentage(processed: unknown, total: unknown): string;
+  /** Starts a new job (replying like `run`) over the failed items of job `jobId`. */
+  retryFailed(req: Request, jobId: string, change: ChangeFunction, options?: RunOptions): void;
+  /** Takes no new job or item, lets items in flight finish, ends the rest as interrupted. */
+  drain(options?: { timeout?: number }): Promise<{ interrupted: number }>;
+  /** The newest jobs first; `olderThan` in ms, by `when`. */
+  listJobs(options?: { ended?: boolean; olderThan?: number; limit?: number }): Promise<JobDocument[]>;
+  /** Deletes jobs that ended more than `olderThan` ms ago; resolves how many. */
+  purgeJobs(options: { olderThan: number }): Promise<number>;
+  /** Whether the user of `req` may see `job` (the `ownerOnly` option). */
+  canAccessJob(req: Request, job: JobDocument): boolean;
 }
 
 /** The Apostrophe 2 module definition (no `extend`: an implicit subclass of the core module). */

@@ -16,9 +16,11 @@
 // and `start` and friends for the rest. It has nothing to do with cron jobs or command
 // line tasks.
 //
-// Options (all optional): `collectionName` (default `aposJobs`), `uri` (the MongoDB
-// connection string for the Rust engine; defaults to the one the site connected with),
-// `connectTimeout`, `flushInterval`, `watchInterval`, `finishRetryWindow` (ms).
+// Options (all optional; see the README): `collectionName` (default `aposJobs`), `uri` (the
+// MongoDB connection string for the Rust engine; defaults to the one the site connected
+// with), `requireLogin`, `ownerOnly`, `orphanAfter`, `drainOnSignal`, `drainTimeout`,
+// `keepFailedItems`, `expireAfter`, `connectTimeout`, `flushInterval`, `watchInterval`,
+// `finishRetryWindow`.
 
 module.exports = {
 
