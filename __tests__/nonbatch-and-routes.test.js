@@ -3,8 +3,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { bootSite, createAdmin } = require('./helpers/site.js');
-const { testUri, waitForEnd, delay } = require('./helpers/jobs.js');
+const { bootFixtureSite, waitForEnd, delay } = require('./helpers/jobs.js');
 
 let site;
 let jobs;
@@ -12,15 +11,7 @@ let fixtures;
 let client;
 
 before(async () => {
-  site = await bootSite({
-    uri: testUri(),
-    native: true,
-    modules: { 'job-fixtures': require('./fixtures/job-fixtures.js') }
-  });
-  jobs = site.apos.modules['apostrophe-jobs'];
-  fixtures = site.apos.modules['job-fixtures'];
-  await createAdmin(site.apos, { username: 'admin', password: 'admin-password' });
-  client = await site.login('admin', 'admin-password');
+  ({ site, jobs, fixtures, client } = await bootFixtureSite());
 });
 
 after(async () => {

@@ -9,10 +9,9 @@ const { MongoClient } = require('mongodb');
 const { bootSite, createAdmin, createUser, createClient } = require('./helpers/site.js');
 const { spawnSite } = require('./helpers/site-process.js');
 const { startServer } = require('../scripts/mongo-server.js');
-const { testUri, waitForEnd, delay } = require('./helpers/jobs.js');
+const { testUri, waitForEnd, delay, ids } = require('./helpers/jobs.js');
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'job-fixtures.js');
-const ids = (n, prefix = 'id') => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
 let site;
 let jobs;

@@ -73,4 +73,25 @@ function stockApi(site) {
   return stock;
 }
 
-module.exports = { testUri, rawJob, bsonShape, waitForEnd, stockApi, delay };
+// A site with this package and the job fixtures module, an admin, and a logged-in client:
+// what most suites start from. Resolves `{ site, jobs, fixtures, client }`.
+async function bootFixtureSite(modules = {}) {
+  const { bootSite, createAdmin } = require('./site.js');
+  const site = await bootSite({
+    uri: testUri(),
+    native: true,
+    modules: { 'job-fixtures': require('../fixtures/job-fixtures.js'), ...modules }
+  });
+  await createAdmin(site.apos, { username: 'admin', password: 'admin-password' });
+  return {
+    site,
+    jobs: site.apos.modules['apostrophe-jobs'],
+    fixtures: site.apos.modules['job-fixtures'],
+    client: await site.login('admin', 'admin-password')
+  };
+}
+
+// Ids `id0`, `id1`, … as a browser would post them.
+const ids = (n, prefix = 'id') => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+module.exports = { testUri, rawJob, bsonShape, waitForEnd, stockApi, delay, bootFixtureSite, ids };
