@@ -17,33 +17,19 @@ module.exports = function(self, options) {
     // `ok` for an unknown id, as 2.x does (its browser code shows an error otherwise).
 
     self.apiRoute('post', 'cancel', function(req, res, next) {
-      const _id = self.apos.launder.id((req.body || {})._id);
-      if (!self.mayUseRoutes(req)) {
-        return next('forbidden');
-      }
-      if (!_id) {
-        return next(null);
-      }
-      return findVisibleJob(req, _id, function(err, job, hidden) {
-        if (err) {
-          return next(err);
-        }
+      return withVisibleJob(req, next, function(job, _id, hidden) {
         if (hidden) {
           return next('notfound');
+        }
+        if (!_id) {
+          return next(null);
         }
         return self.engine.requestCancel(_id).then(() => next(null), next);
       });
     });
 
     self.renderRoute('post', 'modal', function(req, res, next) {
-      const _id = self.apos.launder.id((req.body || {})._id);
-      if (!self.mayUseRoutes(req)) {
-        return next('forbidden');
-      }
-      return findVisibleJob(req, _id, function(err, job) {
-        if (err) {
-          return next(err);
-        }
+      return withVisibleJob(req, next, function(job) {
         if (job) {
           // Unlike 2.x, the first paint of the embedded progress fragment has its
           // percentage too (2.x drew "width: %" until the first poll).
@@ -64,14 +50,7 @@ module.exports = function(self, options) {
     // polling forever.
 
     self.apiRoute('post', 'progress', function(req, res, next) {
-      const _id = self.apos.launder.id((req.body || {})._id);
-      if (!self.mayUseRoutes(req)) {
-        return next('forbidden');
-      }
-      return findVisibleJob(req, _id, function(err, job) {
-        if (err) {
-          return next(err);
-        }
+      return withVisibleJob(req, next, function(job) {
         if (!job) {
           return respond({ notfound: true, ended: true });
         }
@@ -110,16 +89,21 @@ module.exports = function(self, options) {
     return self.apos.permissions.can(req, 'admin');
   };
 
-  // Reads the job; one the user may not see is answered as missing (`hidden` is true).
-  function findVisibleJob(req, _id, callback) {
+  // The common start of the three routes: the laundered `_id` of the body, the login check,
+  // and the job, which is answered as missing (`hidden` is true) to a user who may not see it.
+  function withVisibleJob(req, next, handle) {
+    const _id = self.apos.launder.id((req.body || {})._id);
+    if (!self.mayUseRoutes(req)) {
+      return next('forbidden');
+    }
     return self.db.findOne({ _id: _id }, function(err, job) {
       if (err) {
-        return callback(err);
+        return next(err);
       }
       if (job && !self.canAccessJob(req, job)) {
-        return callback(null, null, true);
+        return handle(null, _id, true);
       }
-      return callback(null, job, false);
+      return handle(job, _id, false);
     });
   }
 
