@@ -8,8 +8,10 @@
 //   { id, cmd: 'commands' }       driver commands started since the last 'commands' call
 //   { id, cmd: 'rss' }            peak since the last 'rss' call, and the recent idle level
 //   { id, cmd: 'gc' }             a full collection (run with --expose-gc)
-//   { id, cmd: 'baseline', mode, n } the change alone in a plain promise loop (figure 3)
+//   { id, cmd: 'baseline', mode, n | ids } the change alone in a plain promise loop
+//                                 (figures 2 and 3); returns { ms }
 //   { id, cmd: 'articles', n }    inserts n test pieces, returns their ids
+//   { id, cmd: 'dropArticles' }   deletes them again
 //   { id, cmd: 'stop' }           stops the site and exits
 
 'use strict';
@@ -87,16 +89,24 @@ async function handle(message) {
       // The same change in a plain JavaScript loop, one promise per item as the native
       // module's item runner makes, with no job around it: what any loop costs.
       const change = fixture.changes[message.mode];
-      const req = {};
+      const req = { body: {} };
+      const ids = message.ids || Array.from({ length: message.n }, (_, i) => `c${i}`);
       const started = now();
-      for (let i = 0; i < message.n; i++) {
-        await new Promise((resolve) => change(req, `c${i}`, (err, result) => resolve({ err, result })));
+      for (const id of ids) {
+        await new Promise((resolve) => change(req, id, (err, result) => resolve({ err, result })));
       }
       return { ms: now() - started };
     }
     case 'articles': {
       const docs = await insertArticles(site.apos, message.n);
       return docs.map((doc) => doc._id);
+    }
+    case 'dropArticles': {
+      // With thousands of pieces, every logged-in request gets slow on SecantusDB (Apostrophe's
+      // per-request user/group/global lookups use nested $and filters, which it answers by
+      // scanning aposDocs): the figures after figure 2 must not pay for that.
+      const result = await site.apos.docs.db.deleteMany({ type: 'test-article' });
+      return result.deletedCount;
     }
     case 'stop':
       // Stock 2.x keeps polling stopped jobs after shutdown (its known leak) and logs

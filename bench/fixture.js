@@ -129,6 +129,7 @@ module.exports = {
         }
         return returned;
       };
+      const db = jobs.db;
       // Both `progress` routes read the job with `self.db.findOne(query, callback)`: when
       // and what they read (figure 6), to tell the data's age from the route's own time.
       const findOne = db && db.findOne;
@@ -148,7 +149,6 @@ module.exports = {
         };
       }
       // Stock 2.x writes through `self.db.update` / `insert` with a callback.
-      const db = jobs.db;
       for (const method of [ 'update', 'updateOne', 'insert', 'insertOne' ]) {
         const original = db && db[method];
         if (typeof original !== 'function') {
