@@ -111,6 +111,9 @@ function trackRequests(apos) {
     while (inFlight > 0 && Date.now() < deadline) {
       await delay(50);
     }
+    // Apostrophe finishes some work after a response (pruning old versions after each of a
+    // batch's updates): give it a moment before the database connection closes.
+    await delay(1500);
   };
 }
 
