@@ -45,10 +45,12 @@ module.exports = {
     };
 
     const changes = self.changes = {
-      // The no-op of figure 1: calls back on the next turn of the event loop.
-      noop: (req, id, callback) => setImmediate(callback),
+      // The no-op of figure 1: calls back on the next turn of the event loop. With an
+      // explicit null result, so both modules store the same `results` (2.x stores an
+      // undefined result as null; see BENCHMARKS.md).
+      noop: (req, id, callback) => setImmediate(() => callback(null, null)),
       // Calls back at once: what is left is the loop's own cost (figure 3).
-      sync: (req, id, callback) => callback(),
+      sync: (req, id, callback) => callback(null, null),
       // A realistic change: read the piece, write one field (figure 2).
       docs: (req, id, callback) => {
         const docs = self.apos.docs.db;

@@ -655,7 +655,7 @@ function buildRows() {
       Number.isFinite(s / t4) ? s / t4 >= 3 : null);
     const base = med('f2-base', 'stock', 'msPerItem');
     const baseNative = med('f2-base', 'native', 'msPerItem');
-    add('2', `  ms per item: the change alone in a plain loop (no job) / in the job`,
+    add('2', `  ms per item: the change alone in a plain loop, no job (500 ids, a separate warm run) / in the job`,
       `${fmt(base, 2)} / ${fmt(s / n, 2)}`, `${fmt(baseNative, 2)} / ${fmt(t1 / n, 2)}`, '', '', null);
     const serverSecondsPerItem = med('f2-c1', 'native', 'serverCpu') * (t1 / n) / 1000;
     const floor = serverSecondsPerItem * n * 1000;
