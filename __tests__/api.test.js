@@ -148,6 +148,12 @@ test('end(job, false, cb) fails the job with results null', async () => {
   assert.ok('results' in doc);
 });
 
+test('undefined values in results are stored as null, as the stock module stores them', async () => {
+  const job = await startJob(jobs, {});
+  await jobs.end(job, true, { a1: undefined, a2: { b: undefined } });
+  assert.deepEqual((await jobs.db.findOne({ _id: job._id })).results, { a1: null, a2: { b: null } });
+});
+
 test('end(job, true) without a callback returns a promise', async () => {
   const job = await startJob(jobs, {});
   const returned = jobs.end(job, true);

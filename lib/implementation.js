@@ -191,12 +191,13 @@ module.exports = function(self, options) {
   // `bson` package with the driver's defaults, so each keeps the type the site's driver would
   // have given it: a Date stays a Date, 3 is an Int32, `undefined` becomes null.
 
+  // (The `bson` package drops `undefined` by default; the driver 2.x sites use stores null.)
   self.encodeDocument = function(document) {
-    return BSON.serialize(document);
+    return BSON.serialize(document, { ignoreUndefined: false });
   };
 
   self.encodeValue = function(value) {
-    return BSON.serialize({ value });
+    return BSON.serialize({ value }, { ignoreUndefined: false });
   };
 
   // A graceful drain, for deploys: takes no new job and no new batch item, lets items in
