@@ -32,8 +32,15 @@ let rssSamples = 0;
 // The last second of samples, for the idle level.
 const recentRss = [];
 
+// BENCH_RSS_TRACE=file: every sample since the last 'rss' call, with the fixture's
+// timestamps, is written there as JSON (a diagnosis aid; not used for the figures).
+const trace = process.env.BENCH_RSS_TRACE ? [] : null;
+
 function sampleRss() {
   const rss = process.memoryUsage.rss();
+  if (trace) {
+    trace.push([ Math.round(now()), Math.round(rss / 1e5) / 10 ]);
+  }
   rssSamples++;
   if (rss > rssPeak) {
     rssPeak = rss;
@@ -77,6 +84,11 @@ async function handle(message) {
       const out = { peak: rssPeak, idle: median(recentRss), current: process.memoryUsage.rss(), samples: rssSamples };
       rssPeak = process.memoryUsage.rss();
       rssSamples = 0;
+      if (trace) {
+        const b = fixture.bench;
+        const marks = { runAt: b.runAt, firstChangeAt: b.firstChangeAt, endCalledAt: b.endCalledAt, endAckedAt: b.endAckedAt };
+        require('fs').writeFileSync(process.env.BENCH_RSS_TRACE, JSON.stringify({ marks, idle: out.idle, samples: trace.splice(0) }));
+      }
       return out;
     }
     case 'gc':

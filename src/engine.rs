@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::batch::{self, BatchOptions, BatchOutcome, ItemRunner};
 use crate::counters::CounterBook;
 use crate::error::{ErrorKind, Result};
-use crate::job::{self, HaltKind, NewJob, Worker};
+use crate::job::{self, HaltKind, NewJob, RawValue, Worker};
 use crate::store::{JobStore, StoreOptions};
 use crate::{watcher, writer};
 
@@ -227,18 +227,20 @@ impl Engine {
     }
 
     /// `end`: writes the job's last counts together with `ended: true`, its status and
-    /// `results`, in one update, and stops watching it. When the document would pass
-    /// MongoDB's size limit, it is written again with `results: null` (still `completed`).
-    pub async fn end_job(&self, id: &str, success: bool, results: Bson) -> Result<()> {
+    /// `results` (`None` for `null`), in one update, and stops watching it. When the document
+    /// would pass MongoDB's size limit, it is written again with `results: null` (still
+    /// `completed`).
+    pub async fn end_job(&self, id: &str, success: bool, results: Option<RawValue>) -> Result<()> {
         self.shared.live().remove(id);
-        let fields = job::end_fields(success, results, DateTime::now());
-        self.finish(id, fields, true).await
+        let fields = job::end_fields(success, DateTime::now());
+        self.finish(id, fields, results.filter(|value| !value.is_null()))
+            .await
     }
 
     /// Ends a job whose work was cut short (a drain): `failed` with `interrupted: true`.
     pub async fn interrupt_job(&self, id: &str) -> Result<()> {
         self.shared.live().remove(id);
-        self.finish(id, job::interrupted_fields(DateTime::now()), false)
+        self.finish(id, job::interrupted_fields(DateTime::now()), None)
             .await
     }
 
@@ -257,7 +259,7 @@ impl Engine {
             }
         };
         let fields = job::halt_fields(kind, failed, DateTime::now());
-        self.finish(id, fields, false).await
+        self.finish(id, fields, None).await
     }
 
     /// Runs a batch job's `count` items through `runner`, in order, `concurrency` at a time,
@@ -331,13 +333,13 @@ impl Engine {
         let _ = tokio::time::timeout(deadline, self.tasks.wait()).await;
     }
 
-    async fn finish(&self, id: &str, fields: Document, results_droppable: bool) -> Result<()> {
+    async fn finish(&self, id: &str, fields: Document, results: Option<RawValue>) -> Result<()> {
         let (reply, done) = oneshot::channel();
         self.commands
             .send(writer::Command::Finish {
                 id: id.to_owned(),
                 fields,
-                results_droppable,
+                results,
                 reply,
             })
             .map_err(|_| crate::Error::from(ErrorKind::ShuttingDown))?;

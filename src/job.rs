@@ -1,7 +1,7 @@
 //! The job document and its rules, free of I/O: ids, statuses, the initial document in the
 //! 2.x field order, and the updates that end or halt a job.
 
-use mongodb::bson::{doc, Bson, DateTime, Document};
+use mongodb::bson::{doc, Bson, DateTime, Document, RawBsonRef, RawDocumentBuf};
 
 /// A new job id: a v4 UUID in its simple (32 lowercase hex digits) form, which passes
 /// Apostrophe's `launder.id` (`/^[A-Za-z0-9_]+$/`); the hyphenated form would not.
@@ -142,13 +142,51 @@ impl NewJob {
 /// The `$set` of `end(job, success, results)`. Unlike 2.x it also clears `canceling`, so a
 /// stop requested during the last item does not leave "Stopping..." on a completed job.
 /// `endedAt` (additive) records when, for retention.
-pub fn end_fields(success: bool, results: Bson, now: DateTime) -> Document {
+///
+/// `results` is written as `null` here, in its place among the fields; the writer puts the
+/// raw results there (see [`RawValue`]), or leaves `null` when they are too large.
+pub fn end_fields(success: bool, now: DateTime) -> Document {
     let status = if success {
         JobStatus::Completed
     } else {
         JobStatus::Failed
     };
-    doc! { "ended": true, "status": status, "results": results, "canceling": false, "endedAt": now }
+    doc! { "ended": true, "status": status, "results": Bson::Null, "canceling": false, "endedAt": now }
+}
+
+/// A value JavaScript serialised as a `{ value }` BSON document, kept as those bytes until
+/// it is written. A job's `results` can hold an entry per item: parsed into a `Document`,
+/// 100,000 entries took ~18 MB (a `Bson` is 112 bytes, plus each key's allocation) for
+/// 2.6 MB of BSON.
+#[derive(Debug, Clone)]
+pub struct RawValue {
+    document: RawDocumentBuf,
+}
+
+impl RawValue {
+    /// Checks the envelope: a BSON document whose `value` field can be read.
+    pub fn from_bytes(bytes: Vec<u8>) -> std::result::Result<Self, String> {
+        let document = RawDocumentBuf::from_bytes(bytes).map_err(|error| error.to_string())?;
+        match document.get("value") {
+            Ok(Some(_)) => Ok(RawValue { document }),
+            Ok(None) => Err("the document has no `value` field".to_owned()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// The value itself.
+    pub fn value(&self) -> RawBsonRef<'_> {
+        self.document
+            .get("value")
+            .ok()
+            .flatten()
+            .expect("checked by from_bytes")
+    }
+
+    /// Whether the value is `null` (or `undefined`, which the site's driver stores as null).
+    pub fn is_null(&self) -> bool {
+        matches!(self.value(), RawBsonRef::Null | RawBsonRef::Undefined)
+    }
 }
 
 /// The `$set` written once a stop/cancel hook has acknowledged.
@@ -281,17 +319,12 @@ mod tests {
     #[test]
     fn end_clears_canceling_and_always_writes_results() {
         let now = DateTime::now();
-        let fields = end_fields(true, Bson::Null, now);
+        let fields = end_fields(true, now);
         assert_eq!(fields.get("endedAt"), Some(&Bson::DateTime(now)));
         assert_eq!(fields.get_str("status").unwrap(), "completed");
         assert_eq!(fields.get("results"), Some(&Bson::Null));
         assert!(!fields.get_bool("canceling").unwrap());
-        assert_eq!(
-            end_fields(false, Bson::Null, now)
-                .get_str("status")
-                .unwrap(),
-            "failed"
-        );
+        assert_eq!(end_fields(false, now).get_str("status").unwrap(), "failed");
     }
 
     #[test]

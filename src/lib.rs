@@ -32,7 +32,7 @@ use napi_derive::napi;
 
 use crate::batch::{BatchOptions, BatchOutcome, ChunkReport, ItemRunner};
 use crate::engine::{Engine, EngineEvents, EngineOptions, LogLevel};
-use crate::job::{HaltKind, NewJob};
+use crate::job::{HaltKind, NewJob, RawValue};
 use crate::store::StoreOptions;
 
 impl From<Error> for napi::Error {
@@ -276,8 +276,12 @@ impl JobEngine {
         results: Option<Buffer>,
     ) -> napi::Result<()> {
         let results = match results {
-            Some(bytes) => read_value(&bytes, "results")?,
-            None => Bson::Null,
+            Some(bytes) => Some(RawValue::from_bytes(bytes.to_vec()).map_err(|message| {
+                Error::invalid_argument(format!(
+                    "could not read the BSON value passed for results: {message}"
+                ))
+            })?),
+            None => None,
         };
         self.engine.end_job(&id, success, results).await?;
         Ok(())

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use mongodb::bson::{doc, DateTime, Document};
-use mongodb::error::{ErrorKind as DriverErrorKind, WriteFailure};
+use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawBson, RawBsonRef, RawDocumentBuf};
+use mongodb::error::{ErrorKind as DriverErrorKind, WriteError, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
 
@@ -86,6 +86,41 @@ impl JobStore {
             .await
             .map_err(|e| Error::database("update of the job document", e))?;
         Ok(result.matched_count > 0)
+    }
+
+    /// Applies an update to one job whose `$set` has `field` (as a placeholder) replaced by
+    /// `value`, raw BSON that is copied, never parsed: a job's `results` can be megabytes.
+    /// Sent as an `update` command, since the driver's `update_one` takes only a `Document`.
+    pub async fn update_with_raw_field(
+        &self,
+        id: &str,
+        update: Document,
+        field: &str,
+        value: RawBsonRef<'_>,
+    ) -> Result<bool> {
+        const OPERATION: &str = "update of the job document";
+        let update = raw_update_with_field(update, field, value)
+            .map_err(|e| Error::database(OPERATION, e.into()))?;
+        let command = rawdoc! {
+            "update": self.collection.name(),
+            "updates": [ { "q": { "_id": id }, "u": update } ],
+        };
+        let reply = self
+            .collection
+            .client()
+            .database(&self.collection.namespace().db)
+            .run_raw_command(command)
+            .await
+            .map_err(|e| Error::database(OPERATION, e))?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            if let Some(Bson::Document(first)) = errors.first() {
+                let refused: WriteError = mongodb::bson::from_document(first.clone())
+                    .map_err(|e| Error::database(OPERATION, e.into()))?;
+                let source = DriverErrorKind::Write(WriteFailure::WriteError(refused));
+                return Err(Error::database(OPERATION, source.into()));
+            }
+        }
+        Ok(reply.get_i32("n").unwrap_or(0) > 0)
     }
 
     /// The `cancel` route's write: asks a running job to stop. Unlike 2.x, an ended job is
@@ -208,6 +243,33 @@ impl JobStore {
     }
 }
 
+/// `update` as raw BSON, with `$set.field` replaced by `value` in its place, so the field
+/// order stays that of `update`.
+fn raw_update_with_field(
+    update: Document,
+    field: &str,
+    value: RawBsonRef<'_>,
+) -> mongodb::bson::raw::Result<RawDocumentBuf> {
+    let mut raw = RawDocumentBuf::new();
+    for (operator, operand) in update {
+        match operand {
+            Bson::Document(set) if operator == "$set" => {
+                let mut raw_set = RawDocumentBuf::new();
+                for (key, current) in set {
+                    if key == field {
+                        raw_set.append_ref(key, value);
+                    } else {
+                        raw_set.append(key, RawBson::try_from(current)?);
+                    }
+                }
+                raw.append(operator, raw_set);
+            }
+            other => raw.append(operator, RawBson::try_from(other)?),
+        }
+    }
+    Ok(raw)
+}
+
 /// Whether the server refused a write because the document would pass the 16 MB limit.
 pub fn is_too_large(error: &mongodb::error::Error) -> bool {
     const TOO_LARGE_CODES: [i32; 4] = [10334, 17419, 17420, 13548];
@@ -256,6 +318,24 @@ pub fn redact_password(uri: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raw_field_takes_the_place_of_its_placeholder() {
+        let results = rawdoc! { "value": { "a": 1, "b": "two" } };
+        let update = doc! {
+            "$set": { "good": 2, "ended": true, "results": Bson::Null, "canceling": false },
+            "$inc": { "x": 1 },
+        };
+        let raw = raw_update_with_field(update, "results", results.get("value").unwrap().unwrap())
+            .unwrap();
+        assert_eq!(
+            raw.to_document().unwrap(),
+            doc! {
+                "$set": { "good": 2, "ended": true, "results": { "a": 1, "b": "two" }, "canceling": false },
+                "$inc": { "x": 1 },
+            }
+        );
+    }
 
     #[test]
     fn passwords_never_reach_messages() {

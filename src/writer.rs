@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use mongodb::bson::{Bson, Document};
+use mongodb::bson::Document;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::engine::{LogLevel, Shared};
 use crate::error::Result;
+use crate::job::RawValue;
 use crate::store::is_transient;
 
 /// How long to wait before writing counts again after MongoDB could not be reached.
@@ -22,8 +23,9 @@ pub(crate) enum Command {
     Finish {
         id: String,
         fields: Document,
-        /// Whether `results` may be replaced by `null` when the document grows too large.
-        results_droppable: bool,
+        /// The job's `results`, written in place of the `results: null` of `fields`; dropped
+        /// (left `null`) when the document would grow too large.
+        results: Option<RawValue>,
         reply: oneshot::Sender<Result<()>>,
     },
     /// Write everything pending and stop.
@@ -39,8 +41,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiv
         tokio::select! {
             biased;
             command = commands.recv() => match command {
-                Some(Command::Finish { id, fields, results_droppable, reply }) => {
-                    let _ = reply.send(finish(&shared, &id, fields, results_droppable).await);
+                Some(Command::Finish { id, fields, results, reply }) => {
+                    let _ = reply.send(finish(&shared, &id, fields, results).await);
                 }
                 Some(Command::Close { reply }) => {
                     flush_all(&shared, &mut outage).await;
@@ -114,29 +116,38 @@ async fn flush_all(shared: &Shared, outage: &mut bool) -> bool {
 async fn finish(
     shared: &Shared,
     id: &str,
-    mut fields: Document,
-    results_droppable: bool,
+    fields: Document,
+    mut results: Option<RawValue>,
 ) -> Result<()> {
     let pending = shared.counters().finish(id);
     let started = Instant::now();
     let mut delay = Duration::from_millis(250);
     let mut reported = false;
     loop {
+        // Small: counts and status fields; the results stay raw bytes, never cloned.
         let update = pending
             .clone()
             .into_update(Some(fields.clone()))
             .expect("the ending fields are never empty");
-        let error = match shared.store.update(id, update).await {
+        let written = match &results {
+            Some(results) => {
+                shared
+                    .store
+                    .update_with_raw_field(id, update, "results", results.value())
+                    .await
+            }
+            None => shared.store.update(id, update).await,
+        };
+        let error = match written {
             Ok(_) => return Ok(()),
             Err(error) => error,
         };
-        let has_results = !matches!(fields.get("results"), None | Some(Bson::Null));
-        if results_droppable && has_results && error.is_document_too_large() {
+        if results.is_some() && error.is_document_too_large() {
             shared.events.log(
                 LogLevel::Error,
                 format!("apostrophe-jobs: the results of job {id} are too large to store (MongoDB's 16 MB document limit); the job ends without them ({error})"),
             );
-            fields.insert("results", Bson::Null);
+            results = None;
             continue;
         }
         if is_transient(&error) && started.elapsed() < shared.timings.finish_retry_window {

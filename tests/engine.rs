@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apostrophe_jobs_native::engine::{Engine, EngineEvents, EngineOptions, LogLevel};
-use apostrophe_jobs_native::job::{HaltKind, NewJob};
+use apostrophe_jobs_native::job::{HaltKind, NewJob, RawValue};
 use apostrophe_jobs_native::store::{JobStore, StoreOptions};
 use mongodb::bson::{doc, Bson, Document};
 
@@ -26,6 +26,13 @@ impl EngineEvents for RecordedEvents {
     fn log(&self, _level: LogLevel, message: String) {
         self.logs.lock().unwrap().push(message);
     }
+}
+
+/// `results` as JavaScript hands them over: a `{ value }` document's bytes.
+fn results(value: Bson) -> Option<RawValue> {
+    let mut bytes = Vec::new();
+    doc! { "value": value }.to_writer(&mut bytes).unwrap();
+    Some(RawValue::from_bytes(bytes).unwrap())
 }
 
 fn test_uri() -> String {
@@ -83,7 +90,7 @@ async fn counts_are_coalesced_and_exact_when_the_job_ends() {
         }
     }
     engine
-        .end_job(&id, true, Bson::Document(doc! { "a": 1 }))
+        .end_job(&id, true, results(Bson::Document(doc! { "a": 1 })))
         .await
         .unwrap();
     let job = store.find(&id).await.unwrap().unwrap();
@@ -152,7 +159,7 @@ async fn cancel_wins_and_a_failed_acknowledgement_writes_failed() {
 async fn cancel_requests_leave_ended_and_unknown_jobs_alone() {
     let (engine, store, _) = engine("ended").await;
     let id = engine.start_job(stoppable()).await.unwrap();
-    engine.end_job(&id, true, Bson::Null).await.unwrap();
+    engine.end_job(&id, true, None).await.unwrap();
     assert!(!engine.request_cancel(&id).await.unwrap());
     assert!(!engine.request_cancel("nosuchjob").await.unwrap());
     let job = store.find(&id).await.unwrap().unwrap();
@@ -166,7 +173,7 @@ async fn results_too_large_for_a_document_are_dropped_and_the_job_still_ends() {
     let id = engine.start_job(stoppable()).await.unwrap();
     let huge = "x".repeat(17 * 1024 * 1024);
     engine
-        .end_job(&id, true, Bson::Document(doc! { "big": huge }))
+        .end_job(&id, true, results(Bson::Document(doc! { "big": huge })))
         .await
         .unwrap();
     let job = store.find(&id).await.unwrap().unwrap();
