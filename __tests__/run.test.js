@@ -3,7 +3,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { bootFixtureSite, waitForEnd, delay, ids } = require('./helpers/jobs.js');
+const { bootFixtureSite, waitForEnd, delay, ids, rawJob } = require('./helpers/jobs.js');
 
 let site;
 let jobs;
@@ -135,6 +135,60 @@ test('ids are laundered as 2.x does: invalid ones dropped, duplicates kept, numb
   assert.deepEqual(fixtures.calls.map((call) => call.id), [ 'a', 'a', 7, 'z_9' ]);
   assert.equal(job.total, 4);
   assert.equal(job.good, 4);
+});
+
+test('results keep the key order of 2.x\'s object, whether gathered in Rust or in an object', async () => {
+  const rawKeys = async (jobId) => Object.keys((await rawJob(jobs, jobId)).results);
+  const asObject = (list) => {
+    const object = {};
+    list.forEach((id) => { object[id] = { id }; });
+    return object;
+  };
+  // Gathered range by range in Rust.
+  const gathered = ids(3000).reverse();
+  let job = await waitForEnd(jobs, (await batch({ ids: gathered, job: true, mode: 'sync' })).jobId);
+  assert.deepEqual(await rawKeys(job._id), gathered);
+  assert.deepEqual(job.results, asObject(gathered));
+  // Repeated ids and array indexes: an object puts "3" and "7" first and keeps the first
+  // place of "b"; these stay in an object.
+  const tricky = [ 'b', 'a', 'b', '7', 'z', '3' ];
+  job = await waitForEnd(jobs, (await batch({ ids: tricky, job: true, mode: 'sync' })).jobId);
+  assert.deepEqual(await rawKeys(job._id), [ '3', '7', 'b', 'a', 'z' ]);
+  assert.equal(job.good, 6);
+});
+
+test('a site that replaces end still gets the results object', async () => {
+  const ownEnd = jobs.end;
+  let seen;
+  jobs.end = function(job, success, results, callback) {
+    seen = results;
+    return ownEnd.apply(this, arguments);
+  };
+  try {
+    const reply = await batch({ ids: ids(30), job: true, mode: 'dated' });
+    const job = await waitForEnd(jobs, reply.jobId);
+    assert.equal(Object.keys(seen).length, 30);
+    assert.deepEqual(seen.id4, { id: 'id4', at: new Date('2020-03-19T14:02:11.123Z'), n: 3, x: 1.5 });
+    assert.deepEqual(job.results, seen);
+  } finally {
+    jobs.end = ownEnd;
+  }
+});
+
+test('results that grow past 16 MB stop being kept: the job completes with results null, logged', async () => {
+  const logged = [];
+  const error = site.apos.utils.error;
+  site.apos.utils.error = (...args) => logged.push(args.join(' '));
+  try {
+    const reply = await batch({ ids: ids(20), job: true, mode: 'big' });
+    const job = await waitForEnd(jobs, reply.jobId, { timeout: 30000 });
+    assert.equal(job.status, 'completed');
+    assert.equal(job.good, 20);
+    assert.equal(job.results, null);
+    assert.ok(logged.some((line) => /results of job .* 16 MB/.test(line)), logged.join('\n'));
+  } finally {
+    site.apos.utils.error = error;
+  }
 });
 
 test('ids that is not an array makes an empty job that completes at once', async () => {

@@ -109,10 +109,21 @@ module.exports = {
     self.modulesReady = function() {
       const jobs = self.jobs();
       const bench = self.bench;
-      // `end(job, success, [results], [callback])`: both implementations' `run` calls it
-      // through `self`, so wrapping the method on the instance sees every end.
-      const end = jobs.end;
-      jobs.end = function(job) {
+      // Stock: `end(job, success, [results], [callback])`, which its `run` calls through
+      // `self`, so wrapping the method on the instance sees every end. This package: its
+      // engine's `endJob(id, ...)`, since replacing `end` would make `run` hand `end` a
+      // results object as it must for a site that does (not the path being measured).
+      if (jobs.engine) {
+        const endJob = jobs.engine.endJob;
+        jobs.engine.endJob = function(id) {
+          bench.endCalledAt[id] = now();
+          const returned = endJob.apply(jobs.engine, arguments);
+          returned.then(() => { bench.endAckedAt[id] = now(); }, () => {});
+          return returned;
+        };
+      }
+      const end = jobs.engine ? null : jobs.end;
+      jobs.end = !end ? jobs.end : function(job) {
         const args = Array.prototype.slice.call(arguments);
         const id = job && job._id;
         bench.endCalledAt[id] = now();

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use mongodb::bson::{Bson, DateTime, Document};
+use mongodb::bson::{Bson, DateTime, Document, RawDocumentBuf};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,7 +15,8 @@ use tokio_util::task::TaskTracker;
 use crate::batch::{self, BatchOptions, BatchOutcome, ItemRunner};
 use crate::counters::CounterBook;
 use crate::error::{ErrorKind, Result};
-use crate::job::{self, HaltKind, NewJob, RawValue, Worker};
+use crate::job::{self, HaltKind, NewJob, Worker};
+use crate::results::{EndResults, Gathered, GatheredResults, RawValue};
 use crate::store::{JobStore, StoreOptions};
 use crate::{watcher, writer};
 
@@ -79,6 +80,8 @@ pub(crate) struct LiveJob {
     pub halting: bool,
     /// Cancelled when a stop is picked up; the batch loop takes no item after that.
     pub halt: CancellationToken,
+    /// A batch job's results so far.
+    pub results: GatheredResults,
 }
 
 /// State shared by the engine handle and its background tasks.
@@ -193,6 +196,7 @@ impl Engine {
                 kind,
                 halting: false,
                 halt: CancellationToken::new(),
+                results: GatheredResults::default(),
             },
         );
         Ok(id)
@@ -226,15 +230,63 @@ impl Engine {
         self.shared.draining.load(Ordering::SeqCst)
     }
 
+    /// Appends a range of a batch job's results (a BSON document `{ id: result, … }`, each
+    /// id sent once) to what the job has gathered; [`Engine::end_job`] writes them.
+    pub fn add_results(&self, id: &str, chunk: &[u8]) -> Result<()> {
+        let mut live = self.shared.live();
+        let job = live
+            .get_mut(id)
+            .ok_or_else(|| ErrorKind::JobNotFound { id: id.to_owned() })?;
+        job.results.append(chunk).map_err(|message| {
+            crate::Error::invalid_argument(format!(
+                "the results of a range of job {id} are not a BSON document ({message}); they are left out"
+            ))
+        })
+    }
+
+    /// Takes the results a job has gathered, for a caller that ends it with them itself;
+    /// `None` when they grew too large to store, or for an unknown job.
+    pub fn take_results(&self, id: &str) -> Option<RawDocumentBuf> {
+        let job_results = self
+            .shared
+            .live()
+            .get_mut(id)
+            .map(|job| std::mem::take(&mut job.results))?;
+        match job_results.finish() {
+            Gathered::Results(document) => Some(document),
+            Gathered::TooLarge => {
+                self.log_results_too_large(id, "");
+                None
+            }
+        }
+    }
+
     /// `end`: writes the job's last counts together with `ended: true`, its status and
-    /// `results` (`None` for `null`), in one update, and stops watching it. When the document
-    /// would pass MongoDB's size limit, it is written again with `results: null` (still
-    /// `completed`).
-    pub async fn end_job(&self, id: &str, success: bool, results: Option<RawValue>) -> Result<()> {
-        self.shared.live().remove(id);
+    /// `results`, in one update, and stops watching it. When the document would pass
+    /// MongoDB's size limit, it is written again with `results: null` (still `completed`).
+    pub async fn end_job(&self, id: &str, success: bool, results: EndResults) -> Result<()> {
+        let gathered = self.shared.live().remove(id).map(|job| job.results);
+        let results = match results {
+            EndResults::Null => None,
+            EndResults::Given(value) => Some(value),
+            EndResults::Gathered => match gathered.unwrap_or_default().finish() {
+                Gathered::Results(document) => Some(RawValue::Document(document)),
+                Gathered::TooLarge => {
+                    self.log_results_too_large(id, "; the job ends without them");
+                    None
+                }
+            },
+        };
         let fields = job::end_fields(success, DateTime::now());
         self.finish(id, fields, results.filter(|value| !value.is_null()))
             .await
+    }
+
+    fn log_results_too_large(&self, id: &str, consequence: &str) {
+        self.shared.events.log(
+            LogLevel::Error,
+            format!("apostrophe-jobs: the results of job {id} grew past MongoDB's 16 MB document limit and were dropped{consequence}"),
+        );
     }
 
     /// Ends a job whose work was cut short (a drain): `failed` with `interrupted: true`.

@@ -1,7 +1,7 @@
 //! The job document and its rules, free of I/O: ids, statuses, the initial document in the
 //! 2.x field order, and the updates that end or halt a job.
 
-use mongodb::bson::{doc, Bson, DateTime, Document, RawBsonRef, RawDocumentBuf};
+use mongodb::bson::{doc, Bson, DateTime, Document};
 
 /// A new job id: a v4 UUID in its simple (32 lowercase hex digits) form, which passes
 /// Apostrophe's `launder.id` (`/^[A-Za-z0-9_]+$/`); the hyphenated form would not.
@@ -144,7 +144,7 @@ impl NewJob {
 /// `endedAt` (additive) records when, for retention.
 ///
 /// `results` is written as `null` here, in its place among the fields; the writer puts the
-/// raw results there (see [`RawValue`]), or leaves `null` when they are too large.
+/// raw results there (see [`crate::results`]), or leaves `null` when they are too large.
 pub fn end_fields(success: bool, now: DateTime) -> Document {
     let status = if success {
         JobStatus::Completed
@@ -152,41 +152,6 @@ pub fn end_fields(success: bool, now: DateTime) -> Document {
         JobStatus::Failed
     };
     doc! { "ended": true, "status": status, "results": Bson::Null, "canceling": false, "endedAt": now }
-}
-
-/// A value JavaScript serialised as a `{ value }` BSON document, kept as those bytes until
-/// it is written. A job's `results` can hold an entry per item: parsed into a `Document`,
-/// 100,000 entries took ~18 MB (a `Bson` is 112 bytes, plus each key's allocation) for
-/// 2.6 MB of BSON.
-#[derive(Debug, Clone)]
-pub struct RawValue {
-    document: RawDocumentBuf,
-}
-
-impl RawValue {
-    /// Checks the envelope: a BSON document whose `value` field can be read.
-    pub fn from_bytes(bytes: Vec<u8>) -> std::result::Result<Self, String> {
-        let document = RawDocumentBuf::from_bytes(bytes).map_err(|error| error.to_string())?;
-        match document.get("value") {
-            Ok(Some(_)) => Ok(RawValue { document }),
-            Ok(None) => Err("the document has no `value` field".to_owned()),
-            Err(error) => Err(error.to_string()),
-        }
-    }
-
-    /// The value itself.
-    pub fn value(&self) -> RawBsonRef<'_> {
-        self.document
-            .get("value")
-            .ok()
-            .flatten()
-            .expect("checked by from_bytes")
-    }
-
-    /// Whether the value is `null` (or `undefined`, which the site's driver stores as null).
-    pub fn is_null(&self) -> bool {
-        matches!(self.value(), RawBsonRef::Null | RawBsonRef::Undefined)
-    }
 }
 
 /// The `$set` written once a stop/cancel hook has acknowledged.

@@ -13,6 +13,7 @@ pub mod engine;
 mod error;
 pub mod job;
 pub mod percent;
+pub mod results;
 pub mod store;
 mod watcher;
 mod writer;
@@ -32,7 +33,8 @@ use napi_derive::napi;
 
 use crate::batch::{BatchOptions, BatchOutcome, ChunkReport, ItemRunner};
 use crate::engine::{Engine, EngineEvents, EngineOptions, LogLevel};
-use crate::job::{HaltKind, NewJob, RawValue};
+use crate::job::{HaltKind, NewJob};
+use crate::results::{EndResults, RawValue};
 use crate::store::StoreOptions;
 
 impl From<Error> for napi::Error {
@@ -267,24 +269,45 @@ impl JobEngine {
         Ok(())
     }
 
-    /// Ends a job; `results` is a BSON `{ value }` document, or absent for `null`.
+    /// Ends a job; `results` is a BSON `{ value }` document, or absent for `null`, or with
+    /// `gathered`, the results the job gathered with `addResults`.
     #[napi]
     pub async fn end_job(
         &self,
         id: String,
         success: bool,
         results: Option<Buffer>,
+        gathered: Option<bool>,
     ) -> napi::Result<()> {
         let results = match results {
-            Some(bytes) => Some(RawValue::from_bytes(bytes.to_vec()).map_err(|message| {
-                Error::invalid_argument(format!(
-                    "could not read the BSON value passed for results: {message}"
-                ))
-            })?),
-            None => None,
+            Some(bytes) => {
+                EndResults::Given(RawValue::from_envelope(Box::new(bytes)).map_err(|message| {
+                    Error::invalid_argument(format!(
+                        "could not read the BSON value passed for results: {message}"
+                    ))
+                })?)
+            }
+            None if gathered == Some(true) => EndResults::Gathered,
+            None => EndResults::Null,
         };
         self.engine.end_job(&id, success, results).await?;
         Ok(())
+    }
+
+    /// Appends a range of a batch job's results (a BSON document `{ id: result, … }`).
+    #[napi]
+    pub fn add_results(&self, id: String, chunk: Buffer) -> napi::Result<()> {
+        self.engine.add_results(&id, &chunk)?;
+        Ok(())
+    }
+
+    /// Takes the results a batch job has gathered, as a BSON document; `null` when they grew
+    /// too large to store or the job is unknown.
+    #[napi]
+    pub fn take_results(&self, id: String) -> Option<Buffer> {
+        self.engine
+            .take_results(&id)
+            .map(|document| Buffer::from(document.into_bytes()))
     }
 
     /// Keeps a failed item (`itemId` a BSON `{ value }` document) in the job's `failedItems`.

@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawBson, RawBsonRef, RawDocumentBuf};
+use mongodb::bson::{doc, Bson, DateTime, Document, RawBsonRef};
 use mongodb::error::{ErrorKind as DriverErrorKind, WriteError, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -99,12 +101,19 @@ impl JobStore {
         value: RawBsonRef<'_>,
     ) -> Result<bool> {
         const OPERATION: &str = "update of the job document";
-        let update = raw_update_with_field(update, field, value)
-            .map_err(|e| Error::database(OPERATION, e.into()))?;
-        let command = rawdoc! {
-            "update": self.collection.name(),
-            "updates": [ { "q": { "_id": id }, "u": update } ],
+        let command = UpdateCommand {
+            update: self.collection.name(),
+            updates: [UpdateStatement {
+                q: doc! { "_id": id },
+                u: WithRawField {
+                    document: &update,
+                    path: &["$set", field],
+                    value,
+                },
+            }],
         };
+        let command = mongodb::bson::to_raw_document_buf(&command)
+            .map_err(|e| Error::database(OPERATION, e.into()))?;
         let reply = self
             .collection
             .client()
@@ -243,31 +252,47 @@ impl JobStore {
     }
 }
 
-/// `update` as raw BSON, with `$set.field` replaced by `value` in its place, so the field
-/// order stays that of `update`.
-fn raw_update_with_field(
-    update: Document,
-    field: &str,
-    value: RawBsonRef<'_>,
-) -> mongodb::bson::raw::Result<RawDocumentBuf> {
-    let mut raw = RawDocumentBuf::new();
-    for (operator, operand) in update {
-        match operand {
-            Bson::Document(set) if operator == "$set" => {
-                let mut raw_set = RawDocumentBuf::new();
-                for (key, current) in set {
-                    if key == field {
-                        raw_set.append_ref(key, value);
-                    } else {
-                        raw_set.append(key, RawBson::try_from(current)?);
-                    }
-                }
-                raw.append(operator, raw_set);
+/// An `update` command for one document, serialised in one pass, so the raw value in it is
+/// copied once (built from nested `RawDocumentBuf`s, it was copied at every level).
+#[derive(Serialize)]
+struct UpdateCommand<'a> {
+    update: &'a str,
+    updates: [UpdateStatement<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct UpdateStatement<'a> {
+    q: Document,
+    u: WithRawField<'a>,
+}
+
+/// `document`, with the field at `path` (a placeholder) serialised as `value`, in its place.
+struct WithRawField<'a> {
+    document: &'a Document,
+    path: &'a [&'a str],
+    value: RawBsonRef<'a>,
+}
+
+impl Serialize for WithRawField<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.document.len()))?;
+        for (key, current) in self.document {
+            match (self.path, current) {
+                ([field], _) if field == key => map.serialize_entry(key, &self.value)?,
+                ([field, rest @ ..], Bson::Document(inner)) if field == key => map
+                    .serialize_entry(
+                        key,
+                        &WithRawField {
+                            document: inner,
+                            path: rest,
+                            value: self.value,
+                        },
+                    )?,
+                _ => map.serialize_entry(key, current)?,
             }
-            other => raw.append(operator, RawBson::try_from(other)?),
         }
+        map.end()
     }
-    Ok(raw)
 }
 
 /// Whether the server refused a write because the document would pass the 16 MB limit.
@@ -318,21 +343,39 @@ pub fn redact_password(uri: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mongodb::bson::rawdoc;
 
     #[test]
     fn a_raw_field_takes_the_place_of_its_placeholder() {
         let results = rawdoc! { "value": { "a": 1, "b": "two" } };
+        let now = DateTime::from_millis(1_000);
         let update = doc! {
-            "$set": { "good": 2, "ended": true, "results": Bson::Null, "canceling": false },
-            "$inc": { "x": 1 },
+            "$set": { "good": 2, "ended": true, "results": Bson::Null, "endedAt": now },
+            "$inc": { "results": 1 },
         };
-        let raw = raw_update_with_field(update, "results", results.get("value").unwrap().unwrap())
-            .unwrap();
+        let command = UpdateCommand {
+            update: "aposJobs",
+            updates: [UpdateStatement {
+                q: doc! { "_id": "j1" },
+                u: WithRawField {
+                    document: &update,
+                    path: &["$set", "results"],
+                    value: results.get("value").unwrap().unwrap(),
+                },
+            }],
+        };
+        let command = mongodb::bson::to_raw_document_buf(&command).unwrap();
         assert_eq!(
-            raw.to_document().unwrap(),
+            command.to_document().unwrap(),
             doc! {
-                "$set": { "good": 2, "ended": true, "results": { "a": 1, "b": "two" }, "canceling": false },
-                "$inc": { "x": 1 },
+                "update": "aposJobs",
+                "updates": [{
+                    "q": { "_id": "j1" },
+                    "u": {
+                        "$set": { "good": 2, "ended": true, "results": { "a": 1, "b": "two" }, "endedAt": now },
+                        "$inc": { "results": 1 },
+                    },
+                }],
             }
         );
     }

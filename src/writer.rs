@@ -11,7 +11,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::engine::{LogLevel, Shared};
 use crate::error::Result;
-use crate::job::RawValue;
+use crate::results::RawValue;
 use crate::store::is_transient;
 
 /// How long to wait before writing counts again after MongoDB could not be reached.

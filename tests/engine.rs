@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apostrophe_jobs_native::engine::{Engine, EngineEvents, EngineOptions, LogLevel};
-use apostrophe_jobs_native::job::{HaltKind, NewJob, RawValue};
+use apostrophe_jobs_native::job::{HaltKind, NewJob};
+use apostrophe_jobs_native::results::{EndResults, RawValue};
 use apostrophe_jobs_native::store::{JobStore, StoreOptions};
 use mongodb::bson::{doc, Bson, Document};
 
@@ -29,10 +30,10 @@ impl EngineEvents for RecordedEvents {
 }
 
 /// `results` as JavaScript hands them over: a `{ value }` document's bytes.
-fn results(value: Bson) -> Option<RawValue> {
+fn results(value: Bson) -> EndResults {
     let mut bytes = Vec::new();
     doc! { "value": value }.to_writer(&mut bytes).unwrap();
-    Some(RawValue::from_bytes(bytes).unwrap())
+    EndResults::Given(RawValue::from_envelope(Box::new(bytes)).unwrap())
 }
 
 fn test_uri() -> String {
@@ -156,10 +157,51 @@ async fn cancel_wins_and_a_failed_acknowledgement_writes_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn results_gathered_range_by_range_are_written_at_the_end_unless_others_are_given() {
+    let (engine, store, _) = engine("gathered").await;
+    let chunk = |document: Document| {
+        let mut bytes = Vec::new();
+        document.to_writer(&mut bytes).unwrap();
+        bytes
+    };
+    let gathered = engine.start_job(stoppable()).await.unwrap();
+    engine
+        .add_results(&gathered, &chunk(doc! { "b": 2, "a": Bson::Null }))
+        .unwrap();
+    engine
+        .add_results(&gathered, &chunk(doc! { "c": "three" }))
+        .unwrap();
+    engine
+        .end_job(&gathered, true, EndResults::Gathered)
+        .await
+        .unwrap();
+    let job = store.find(&gathered).await.unwrap().unwrap();
+    assert_eq!(
+        job.get_document("results").unwrap(),
+        &doc! { "b": 2, "a": Bson::Null, "c": "three" }
+    );
+    assert!(
+        engine
+            .add_results(&gathered, &chunk(doc! { "d": 4 }))
+            .is_err(),
+        "an ended job takes no more results"
+    );
+
+    let given = engine.start_job(stoppable()).await.unwrap();
+    engine.add_results(&given, &chunk(doc! { "x": 1 })).unwrap();
+    engine
+        .end_job(&given, true, results(Bson::Document(doc! { "y": 2 })))
+        .await
+        .unwrap();
+    let job = store.find(&given).await.unwrap().unwrap();
+    assert_eq!(job.get_document("results").unwrap(), &doc! { "y": 2 });
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_requests_leave_ended_and_unknown_jobs_alone() {
     let (engine, store, _) = engine("ended").await;
     let id = engine.start_job(stoppable()).await.unwrap();
-    engine.end_job(&id, true, None).await.unwrap();
+    engine.end_job(&id, true, EndResults::Null).await.unwrap();
     assert!(!engine.request_cancel(&id).await.unwrap());
     assert!(!engine.request_cancel("nosuchjob").await.unwrap());
     let job = store.find(&id).await.unwrap().unwrap();
