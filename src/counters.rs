@@ -25,6 +25,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether the job was started in this process (its counts are absolute).
+    pub fn is_owned(&self) -> bool {
+        self.owned
+    }
+
     /// The update document for this change, with `extra_set` (the fields that end or halt the
     /// job) merged into its `$set`. `None` when there is nothing to write at all.
     pub fn into_update(self, extra_set: Option<Document>) -> Option<Document> {
@@ -101,6 +106,8 @@ impl JobCounts {
 #[derive(Debug, Default)]
 pub struct CounterBook {
     jobs: HashMap<String, JobCounts>,
+    /// Items (good + bad) counted since the last `take_dirty`, over all jobs.
+    pending_items: f64,
     /// How many failed items each job keeps.
     keep_failed_items: usize,
 }
@@ -110,6 +117,7 @@ impl CounterBook {
     pub fn new(keep_failed_items: usize) -> Self {
         CounterBook {
             jobs: HashMap::new(),
+            pending_items: 0.0,
             keep_failed_items,
         }
     }
@@ -127,6 +135,7 @@ impl CounterBook {
 
     /// Adds to a job's counters. Returns whether the writer needs waking.
     pub fn add(&mut self, id: &str, good: f64, bad: f64) -> bool {
+        self.pending_items += good.abs() + bad.abs();
         let job = self.entry(id);
         job.good += good;
         job.bad += bad;
@@ -152,8 +161,14 @@ impl CounterBook {
         Self::mark_dirty(job)
     }
 
+    /// How many items have been counted since the changes were last taken.
+    pub fn pending_items(&self) -> f64 {
+        self.pending_items
+    }
+
     /// Takes the change of every job that has one.
     pub fn take_dirty(&mut self) -> Vec<(String, Snapshot)> {
+        self.pending_items = 0.0;
         self.jobs
             .iter_mut()
             .filter(|(_, job)| job.dirty)
@@ -235,7 +250,9 @@ mod tests {
             assert!(!book.add("a", 1.0, 0.0), "one wake-up per flush");
         }
         book.add("a", 0.0, 1.0);
+        assert_eq!(book.pending_items(), 100.0);
         let first = flush(&mut book, "a").unwrap();
+        assert_eq!(book.pending_items(), 0.0);
         assert_eq!(
             first,
             doc! { "$set": { "good": 99, "bad": 1, "processed": 100 } }

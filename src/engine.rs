@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use mongodb::bson::{Bson, DateTime, Document, RawDocumentBuf};
 use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -82,6 +83,10 @@ pub(crate) struct LiveJob {
     pub halt: CancellationToken,
     /// A batch job's results so far.
     pub results: GatheredResults,
+    /// When `canceling` was last read for the job (by the watcher, or by a count write).
+    pub checked_at: Instant,
+    /// When the job's document was last written (counts or heartbeat).
+    pub written_at: Instant,
 }
 
 /// State shared by the engine handle and its background tasks.
@@ -89,6 +94,9 @@ pub(crate) struct Shared {
     pub store: JobStore,
     pub counters: Mutex<CounterBook>,
     pub flush_wanted: Notify,
+    /// Jobs a count write found `canceling: true` for; the watcher takes them.
+    pub stops_seen: Mutex<Vec<String>>,
+    pub stop_seen: Notify,
     pub live: Mutex<HashMap<String, LiveJob>>,
     pub events: Arc<dyn EngineEvents>,
     pub timings: Timings,
@@ -105,6 +113,10 @@ impl Shared {
 
     pub fn live(&self) -> MutexGuard<'_, HashMap<String, LiveJob>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn stops_seen(&self) -> MutexGuard<'_, Vec<String>> {
+        self.stops_seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -150,6 +162,8 @@ impl Engine {
             store,
             counters: Mutex::new(CounterBook::new(options.keep_failed_items.unwrap_or(100))),
             flush_wanted: Notify::new(),
+            stops_seen: Mutex::new(Vec::new()),
+            stop_seen: Notify::new(),
             live: Mutex::new(HashMap::new()),
             events,
             timings,
@@ -162,7 +176,11 @@ impl Engine {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(writer::run(shared.clone(), receiver));
-        tasks.spawn(watcher::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(watcher::run(
+            shared.clone(),
+            commands.clone(),
+            shutdown.clone(),
+        ));
         tasks.close();
         Engine {
             shared,
@@ -197,6 +215,8 @@ impl Engine {
                 halting: false,
                 halt: CancellationToken::new(),
                 results: GatheredResults::default(),
+                checked_at: Instant::now(),
+                written_at: Instant::now(),
             },
         );
         Ok(id)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document, RawBsonRef};
 use mongodb::error::{ErrorKind as DriverErrorKind, WriteError, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, IndexModel};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -88,6 +88,19 @@ impl JobStore {
             .await
             .map_err(|e| Error::database("update of the job document", e))?;
         Ok(result.matched_count > 0)
+    }
+
+    /// Applies an update to one job and reads back its `canceling`, so a count write is also
+    /// a stop check. Returns whether a stop was requested (false if the job is gone).
+    pub async fn update_reading_canceling(&self, id: &str, update: Document) -> Result<bool> {
+        let after = self
+            .collection
+            .find_one_and_update(doc! { "_id": id }, update)
+            .projection(doc! { "_id": 0, "canceling": 1 })
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(|e| Error::database("update of the job document", e))?;
+        Ok(after.is_some_and(|job| job.get_bool("canceling").unwrap_or(false)))
     }
 
     /// Applies an update to one job whose `$set` has `field` (as a placeholder) replaced by

@@ -1,6 +1,9 @@
-//! The stop/cancel watcher: one task per engine, one query per tick for all of this
-//! process's live stoppable jobs (2.x ran one timer and one query per job). A tick never
-//! overlaps the previous one, because the loop awaits each check before the next tick.
+//! The stop/cancel watcher: one task per engine, at most one query per tick for all of this
+//! process's live stoppable jobs (2.x ran one timer and one query per job). Each tick first
+//! has the writer write pending counts, reading `canceling` back for the jobs it writes; the
+//! query covers only the jobs that write did not check, so while a job's items finish it
+//! costs no query at all. A tick never overlaps the previous one, because the loop awaits
+//! each check before the next tick.
 //!
 //! The same task keeps the heartbeat of the process's running jobs (one write for all of
 //! them) and ends other processes' jobs whose heartbeat stopped (their process died).
@@ -9,13 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mongodb::bson::DateTime;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{LogLevel, Shared};
-use crate::job;
+use crate::{job, writer};
 
-pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    writer: mpsc::UnboundedSender<writer::Command>,
+    shutdown: CancellationToken,
+) {
     let mut ticks = tokio::time::interval(shared.timings.watch_interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut failing = false;
@@ -23,9 +31,23 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = shared.stop_seen.notified() => {
+                let seen: Vec<String> = shared.stops_seen().drain(..).collect();
+                for id in seen {
+                    check_inner(&shared, Some(&id), None, true).await;
+                }
+                continue;
+            }
             _ = ticks.tick() => {}
         }
-        let ok = check_inner(&shared, None, !failing).await;
+        // Pending counts go out first; for a stoppable job, that write reads `canceling`
+        // back, so only the jobs it did not check are queried.
+        let tick_started = Instant::now();
+        let (reply, written) = oneshot::channel();
+        if writer.send(writer::Command::Tick { reply }).is_ok() {
+            let _ = written.await;
+        }
+        let ok = check_inner(&shared, None, Some(tick_started), !failing).await;
         failing = !ok;
         if let Some(caretaker) = caretaker.as_mut() {
             caretaker.tick(&shared).await;
@@ -60,12 +82,25 @@ impl Caretaker {
     async fn tick(&mut self, shared: &Shared) {
         let now = Instant::now();
         if now >= self.next_heartbeat {
-            self.next_heartbeat = now + self.orphan_after / 6;
-            let ids: Vec<String> = shared.live().keys().cloned().collect();
+            let every = self.orphan_after / 6;
+            self.next_heartbeat = now + every;
+            // Count writes carry the heartbeat too: only the jobs without one lately.
+            let ids: Vec<String> = shared
+                .live()
+                .iter()
+                .filter(|(_, job)| now.duration_since(job.written_at) >= every / 2)
+                .map(|(id, _)| id.clone())
+                .collect();
             if !ids.is_empty() {
                 match shared.store.heartbeat(&ids, DateTime::now()).await {
                     Ok(()) => {
                         self.healthy_since.get_or_insert(now);
+                        let mut live = shared.live();
+                        for id in &ids {
+                            if let Some(job) = live.get_mut(id) {
+                                job.written_at = now;
+                            }
+                        }
                     }
                     Err(_) => self.healthy_since = None,
                 }
@@ -101,15 +136,25 @@ impl Caretaker {
 /// One pass: reads which of the watched jobs (or only `only`) have `canceling: true`, marks
 /// them halting, wakes their batch loop and calls their hook.
 pub(crate) async fn check(shared: &Shared, only: Option<&str>) {
-    check_inner(shared, only, true).await;
+    check_inner(shared, only, None, true).await;
 }
 
-async fn check_inner(shared: &Shared, only: Option<&str>, log_failure: bool) -> bool {
+/// `checked_since`: leave out the jobs whose `canceling` was read since then.
+async fn check_inner(
+    shared: &Shared,
+    only: Option<&str>,
+    checked_since: Option<Instant>,
+    log_failure: bool,
+) -> bool {
+    let checking_at = Instant::now();
     let ids: Vec<String> = shared
         .live()
         .iter()
         .filter(|(id, live)| {
-            live.kind.is_some() && !live.halting && only.is_none_or(|only| only == id.as_str())
+            live.kind.is_some()
+                && !live.halting
+                && only.is_none_or(|only| only == id.as_str())
+                && checked_since.is_none_or(|since| live.checked_at < since)
         })
         .map(|(id, _)| id.clone())
         .collect();
@@ -117,7 +162,15 @@ async fn check_inner(shared: &Shared, only: Option<&str>, log_failure: bool) -> 
         return true;
     }
     let requested = match shared.store.find_canceling(&ids).await {
-        Ok(documents) => documents,
+        Ok(documents) => {
+            let mut live = shared.live();
+            for id in &ids {
+                if let Some(job) = live.get_mut(id) {
+                    job.checked_at = checking_at;
+                }
+            }
+            documents
+        }
         Err(error) => {
             if log_failure {
                 shared.events.log(

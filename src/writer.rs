@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use mongodb::bson::Document;
+use mongodb::bson::{doc, DateTime, Document};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -16,6 +16,11 @@ use crate::store::is_transient;
 
 /// How long to wait before writing counts again after MongoDB could not be reached.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Counts that have waited a flush interval go out early only if at least this many items
+/// wait with them (at most one write per 16 items, 0.06 per item); fewer go out with the
+/// watcher's next tick (every 250 ms), where the write doubles as the job's stop check.
+const EARLY_FLUSH_ITEMS: f64 = 16.0;
 
 /// A request to the writer.
 pub(crate) enum Command {
@@ -28,6 +33,9 @@ pub(crate) enum Command {
         results: Option<RawValue>,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// The watcher's tick: write everything pending now (reading `canceling` back for
+    /// stoppable jobs), then reply, so the watcher only queries the jobs left unchecked.
+    Tick { reply: oneshot::Sender<()> },
     /// Write everything pending and stop.
     Close { reply: oneshot::Sender<()> },
 }
@@ -44,6 +52,16 @@ pub(crate) async fn run(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiv
                 Some(Command::Finish { id, fields, results, reply }) => {
                     let _ = reply.send(finish(&shared, &id, fields, results).await);
                 }
+                Some(Command::Tick { reply }) => {
+                    if !outage || next_flush.is_none_or(|at| at <= Instant::now()) {
+                        last_flush = Instant::now();
+                        next_flush = None;
+                        if !flush_all(&shared, &mut outage).await {
+                            next_flush = Some(Instant::now() + RETRY_DELAY);
+                        }
+                    }
+                    let _ = reply.send(());
+                }
                 Some(Command::Close { reply }) => {
                     flush_all(&shared, &mut outage).await;
                     let _ = reply.send(());
@@ -58,8 +76,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiv
                 next_flush = Some(Instant::now().max(last_flush + shared.timings.flush_interval));
             }
             _ = sleep_until(next_flush.unwrap_or(far_future)), if next_flush.is_some() => {
-                last_flush = Instant::now();
                 next_flush = None;
+                if !outage && shared.counters().pending_items() < EARLY_FLUSH_ITEMS {
+                    // Left for the next tick; a later wake-up may bring enough items.
+                    continue;
+                }
+                last_flush = Instant::now();
                 if !flush_all(&shared, &mut outage).await {
                     next_flush = Some(Instant::now() + RETRY_DELAY);
                 }
@@ -68,17 +90,44 @@ pub(crate) async fn run(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiv
     }
 }
 
-/// Writes every job's pending counts, one update per job, concurrently. What cannot be
-/// written goes back into the book for the next try. Returns whether everything was written.
+/// Writes every job's pending counts, one update per job, concurrently. A stoppable job of
+/// this process has its `canceling` read back by the same command (a stop check), and every
+/// job of this process its heartbeat refreshed. What cannot be written goes back into the
+/// book for the next try. Returns whether everything was written.
 async fn flush_all(shared: &Shared, outage: &mut bool) -> bool {
     let pending = shared.counters().take_dirty();
     if pending.is_empty() {
         return true;
     }
+    let heartbeat = shared.timings.orphan_after.is_some();
     let writes = pending.into_iter().map(|(id, change)| async move {
-        let update = change.clone().into_update(None)?;
-        match shared.store.update(&id, update).await {
-            Ok(_) => None,
+        let stoppable = shared
+            .live()
+            .get(&id)
+            .is_some_and(|job| job.kind.is_some() && !job.halting);
+        let extra =
+            (heartbeat && change.is_owned()).then(|| doc! { "heartbeatAt": DateTime::now() });
+        let update = change.clone().into_update(extra)?;
+        let written_at = Instant::now();
+        let written = if stoppable {
+            shared.store.update_reading_canceling(&id, update).await
+        } else {
+            shared.store.update(&id, update).await.map(|_| false)
+        };
+        match written {
+            Ok(stop_requested) => {
+                if let Some(job) = shared.live().get_mut(&id) {
+                    job.written_at = written_at;
+                    if stoppable {
+                        job.checked_at = written_at;
+                    }
+                }
+                if stop_requested {
+                    shared.stops_seen().push(id);
+                    shared.stop_seen.notify_one();
+                }
+                None
+            }
             Err(error) => Some((id, change, error)),
         }
     });

@@ -43,6 +43,13 @@ fn test_uri() -> String {
 }
 
 async fn engine(name: &str) -> (Engine, JobStore, Arc<RecordedEvents>) {
+    engine_with(name, EngineOptions::default()).await
+}
+
+async fn engine_with(
+    name: &str,
+    options: EngineOptions,
+) -> (Engine, JobStore, Arc<RecordedEvents>) {
     let store_options = StoreOptions {
         uri: test_uri(),
         database: format!("ajn-test-rust-{name}-{}", std::process::id()),
@@ -53,7 +60,7 @@ async fn engine(name: &str) -> (Engine, JobStore, Arc<RecordedEvents>) {
     let events = Arc::new(RecordedEvents::default());
     let options = EngineOptions {
         store: Some(store_options),
-        ..Default::default()
+        ..options
     };
     let engine = Engine::connect(options, events.clone()).await.unwrap();
     (engine, store, events)
@@ -134,6 +141,30 @@ async fn the_watcher_calls_the_hook_once_and_the_acknowledgement_writes_stopped(
     );
     assert_eq!(engine.live_jobs(), 0);
     assert!(engine.acknowledge_halt(&id, false).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_count_write_is_also_a_stop_check() {
+    // The watcher's next tick is a minute away: only the count write can see the request.
+    let options = EngineOptions {
+        watch_interval: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let (engine, store, events) = engine_with("write-checks", options).await;
+    let id = engine.start_job(stoppable()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(engine.request_cancel(&id).await.unwrap());
+    for _ in 0..20 {
+        engine.add_counts(&id, 1.0, 0.0);
+    }
+    wait_for(|| !events.halts.lock().unwrap().is_empty()).await;
+    {
+        let halts = events.halts.lock().unwrap();
+        assert_eq!(halts[0].0, id);
+        assert!(halts[0].2.get_bool("canceling").unwrap());
+    }
+    let job = store.find(&id).await.unwrap().unwrap();
+    assert_eq!(job.get("good"), Some(&Bson::Int32(20)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
