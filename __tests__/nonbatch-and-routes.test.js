@@ -132,6 +132,30 @@ test('progress of 1 of 800 shows 0.13 %, as JavaScript rounds it', async () => {
   await jobs.end(job, true);
 });
 
+test('progress shows the counts not written yet, in the process that runs the job', async () => {
+  // The watcher's tick (which writes counts of slow items) is a minute away here.
+  const other = await bootFixtureSite({ 'apostrophe-jobs': { watchInterval: 60000 } });
+  try {
+    const job = await new Promise((resolve, reject) => other.jobs.start({}, (err, job) => (err ? reject(err) : resolve(job))));
+    other.jobs.setTotal(job, 20);
+    await delay(300);
+    for (let i = 0; i < 5; i++) {
+      other.jobs.good(job);
+    }
+    const stored = await other.jobs.db.findOne({ _id: job._id });
+    assert.equal(stored.total, 20);
+    assert.equal(stored.good, 0, 'five items are not worth a write before the tick');
+    const response = await other.client.post('/modules/apostrophe-jobs/progress', { _id: job._id });
+    assert.equal(response.body.job.good, 5);
+    assert.equal(response.body.job.processed, 5);
+    assert.equal(response.body.job.percentage, '25.00');
+    await other.jobs.end(job, true);
+    assert.equal((await other.jobs.db.findOne({ _id: job._id })).good, 5);
+  } finally {
+    await other.site.stop();
+  }
+});
+
 test('progress without a total has percentage 0 (a number) and no bar', async () => {
   const job = await new Promise((resolve, reject) => jobs.start({}, (err, job) => (err ? reject(err) : resolve(job))));
   const reply = await progress(job._id);

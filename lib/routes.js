@@ -1,6 +1,7 @@
 // The three routes of 2.x, same paths, bodies and replies: `progress` and `modal` read the
 // job through `self.db` (so the JSON and HTML are what 2.x produced, through the core
-// templates), `cancel` asks the Rust engine to write the stop request.
+// templates), with the exact counts of the Rust engine when the job runs in this process;
+// `cancel` asks the Rust engine to write the stop request.
 //
 // Unlike 2.x, the routes are for logged-in users by default (the browser modal is only
 // loaded for them): anonymous requests get `{ status: 'forbidden' }` (403 for `modal`). The
@@ -103,9 +104,22 @@ module.exports = function(self, options) {
       if (job && !self.canAccessJob(req, job)) {
         return handle(null, _id, true);
       }
-      return handle(job, _id, false);
+      return handle(job && self.withLiveCounts(job), _id, false);
     });
   }
+
+  // Counts are written at most every 100 ms (every 250 ms for slow items), but the process
+  // running a job knows them exactly: its routes show those, so the modal is never behind.
+
+  self.withLiveCounts = function(job) {
+    const live = !job.ended && self.engine && self.engine.liveCounts(job._id);
+    if (live && live.good + live.bad >= (job.processed || 0)) {
+      job.good = live.good;
+      job.bad = live.bad;
+      job.processed = live.good + live.bad;
+    }
+    return job;
+  };
 
   // The non-persisted `percentage` of 2.x's `progress` reply: the number 0 without a total,
   // else the string `((processed / total) * 100).toFixed(2)`.

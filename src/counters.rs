@@ -108,6 +108,8 @@ pub struct CounterBook {
     jobs: HashMap<String, JobCounts>,
     /// Items (good + bad) counted since the last `take_dirty`, over all jobs.
     pending_items: f64,
+    /// A `total` waits: the progress bar needs it, whatever the number of items.
+    total_pending: bool,
     /// How many failed items each job keeps.
     keep_failed_items: usize,
 }
@@ -118,6 +120,7 @@ impl CounterBook {
         CounterBook {
             jobs: HashMap::new(),
             pending_items: 0.0,
+            total_pending: false,
             keep_failed_items,
         }
     }
@@ -144,6 +147,7 @@ impl CounterBook {
 
     /// Records a `setTotal`; the last one before a write wins, as with 2.x's `$set`s.
     pub fn set_total(&mut self, id: &str, total: Bson) -> bool {
+        self.total_pending = true;
         let job = self.entry(id);
         job.total = Some(total);
         Self::mark_dirty(job)
@@ -161,14 +165,25 @@ impl CounterBook {
         Self::mark_dirty(job)
     }
 
-    /// How many items have been counted since the changes were last taken.
-    pub fn pending_items(&self) -> f64 {
-        self.pending_items
+    /// Whether the pending changes are worth a write before the watcher's next tick: at
+    /// least `min_items` items, or a `total`.
+    pub fn wants_early_flush(&self, min_items: f64) -> bool {
+        self.total_pending || self.pending_items >= min_items
+    }
+
+    /// The absolute counts (good, bad) of a job of this process, including what is not
+    /// written yet, until its final write is done.
+    pub fn live_counts(&self, id: &str) -> Option<(f64, f64)> {
+        self.jobs
+            .get(id)
+            .filter(|job| job.owned)
+            .map(|job| (job.good, job.bad))
     }
 
     /// Takes the change of every job that has one.
     pub fn take_dirty(&mut self) -> Vec<(String, Snapshot)> {
         self.pending_items = 0.0;
+        self.total_pending = false;
         self.jobs
             .iter_mut()
             .filter(|(_, job)| job.dirty)
@@ -176,12 +191,18 @@ impl CounterBook {
             .collect()
     }
 
-    /// Takes a job's last change and forgets the job.
+    /// Takes a job's last change. Its counts stay readable (`live_counts`) until `forget`,
+    /// once the final write is done.
     pub fn finish(&mut self, id: &str) -> Snapshot {
         self.jobs
-            .remove(id)
-            .map(|mut job| job.snapshot())
+            .get_mut(id)
+            .map(|job| job.snapshot())
             .unwrap_or_default()
+    }
+
+    /// Forgets a job whose final write is done.
+    pub fn forget(&mut self, id: &str) {
+        self.jobs.remove(id);
     }
 
     /// Puts back a change that could not be written.
@@ -250,9 +271,7 @@ mod tests {
             assert!(!book.add("a", 1.0, 0.0), "one wake-up per flush");
         }
         book.add("a", 0.0, 1.0);
-        assert_eq!(book.pending_items(), 100.0);
         let first = flush(&mut book, "a").unwrap();
-        assert_eq!(book.pending_items(), 0.0);
         assert_eq!(
             first,
             doc! { "$set": { "good": 99, "bad": 1, "processed": 100 } }
@@ -305,6 +324,43 @@ mod tests {
             doc! { "$set": { "good": 2, "bad": 0, "processed": 2, "ended": true, "status": "completed" } }
         );
         assert!(!book.is_dirty());
+    }
+
+    #[test]
+    fn live_counts_include_what_is_not_written_until_the_job_is_forgotten() {
+        let mut book = CounterBook::new(100);
+        book.own("a");
+        book.add("a", 2.0, 1.0);
+        flush(&mut book, "a");
+        book.add("a", 1.0, 0.0);
+        assert_eq!(book.live_counts("a"), Some((3.0, 1.0)));
+        book.finish("a");
+        assert_eq!(
+            book.live_counts("a"),
+            Some((3.0, 1.0)),
+            "while the end is written"
+        );
+        book.forget("a");
+        assert_eq!(book.live_counts("a"), None);
+        book.add("b", 1.0, 0.0);
+        assert_eq!(
+            book.live_counts("b"),
+            None,
+            "another process's job: deltas only"
+        );
+    }
+
+    #[test]
+    fn a_total_or_enough_items_make_a_write_worth_it_early() {
+        let mut book = CounterBook::new(100);
+        book.own("a");
+        book.add("a", 15.0, 0.0);
+        assert!(!book.wants_early_flush(16.0));
+        book.add("a", 0.0, 1.0);
+        assert!(book.wants_early_flush(16.0));
+        book.take_dirty();
+        book.set_total("a", Bson::Int32(9));
+        assert!(book.wants_early_flush(16.0));
     }
 
     #[test]

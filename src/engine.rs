@@ -245,6 +245,13 @@ impl Engine {
         }
     }
 
+    /// The counts (good, bad) of a job of this process, including those not written yet, so
+    /// the `progress` route is exact in the process that runs the job. `None` for a job of
+    /// another process or one whose final write is done.
+    pub fn live_counts(&self, id: &str) -> Option<(f64, f64)> {
+        self.shared.counters().live_counts(id)
+    }
+
     /// Whether `drain` has begun: batch loops take no new item and new jobs are refused.
     pub fn is_draining(&self) -> bool {
         self.shared.draining.load(Ordering::SeqCst)

@@ -108,6 +108,15 @@ pub struct RunBatchOptions {
     pub max_chunk: Option<u32>,
 }
 
+/// A running job's counts.
+#[napi(object)]
+pub struct LiveCounts {
+    /// Good items so far.
+    pub good: f64,
+    /// Bad items so far.
+    pub bad: f64,
+}
+
 /// What the JavaScript item runner reports for a range of items.
 #[napi(object)]
 pub struct ChunkResult {
@@ -328,6 +337,15 @@ impl JobEngine {
     pub async fn interrupt_job(&self, id: String) -> napi::Result<()> {
         self.engine.interrupt_job(&id).await?;
         Ok(())
+    }
+
+    /// The counts of a job of this process, including those not written yet; `null` for a
+    /// job of another process or one that has ended.
+    #[napi]
+    pub fn live_counts(&self, id: String) -> Option<LiveCounts> {
+        self.engine
+            .live_counts(&id)
+            .map(|(good, bad)| LiveCounts { good, bad })
     }
 
     /// Whether a drain has begun.

@@ -18,8 +18,9 @@ use crate::store::is_transient;
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Counts that have waited a flush interval go out early only if at least this many items
-/// wait with them (at most one write per 16 items, 0.06 per item); fewer go out with the
-/// watcher's next tick (every 250 ms), where the write doubles as the job's stop check.
+/// (or a `total`) wait with them: at most one write per 16 items, 0.06 per item. Fewer go
+/// out with the watcher's next tick (every 250 ms), where the write doubles as the job's stop
+/// check. The `progress` route of the process running a job adds what is not written yet.
 const EARLY_FLUSH_ITEMS: f64 = 16.0;
 
 /// A request to the writer.
@@ -77,7 +78,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiv
             }
             _ = sleep_until(next_flush.unwrap_or(far_future)), if next_flush.is_some() => {
                 next_flush = None;
-                if !outage && shared.counters().pending_items() < EARLY_FLUSH_ITEMS {
+                if !outage && !shared.counters().wants_early_flush(EARLY_FLUSH_ITEMS) {
                     // Left for the next tick; a later wake-up may bring enough items.
                     continue;
                 }
@@ -188,7 +189,10 @@ async fn finish(
             None => shared.store.update(id, update).await,
         };
         let error = match written {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                shared.counters().forget(id);
+                return Ok(());
+            }
             Err(error) => error,
         };
         if results.is_some() && error.is_document_too_large() {
