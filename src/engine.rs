@@ -359,9 +359,14 @@ impl Engine {
         batch::run(count, runner, halt, options).await
     }
 
-    /// The `cancel` route: asks a running job, in any process, to stop.
+    /// The `cancel` route: asks a running job, in any process, to stop. A job of this
+    /// process is checked at once, rather than at the watcher's next tick.
     pub async fn request_cancel(&self, id: &str) -> Result<bool> {
-        self.shared.store.request_cancel(id).await
+        let requested = self.shared.store.request_cancel(id).await?;
+        if requested && self.shared.live().contains_key(id) {
+            watcher::check(&self.shared, Some(id)).await;
+        }
+        Ok(requested)
     }
 
     /// `checkStop`: one watcher pass for this job now, instead of waiting for the next tick.
