@@ -170,6 +170,23 @@ async fn a_count_write_is_also_a_stop_check() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_through_this_engine_checks_its_own_job_at_once() {
+    let options = EngineOptions {
+        watch_interval: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let (engine, _, events) = engine_with("own-cancel", options).await;
+    let id = engine.start_job(stoppable()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(engine.request_cancel(&id).await.unwrap());
+    assert_eq!(
+        events.halts.lock().unwrap().len(),
+        1,
+        "called before the route answers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_wins_and_a_failed_acknowledgement_writes_failed() {
     let (engine, store, events) = engine("cancel").await;
     let id = engine
