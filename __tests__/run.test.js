@@ -100,6 +100,30 @@ test('with a timeout, an item that never calls back fails and the batch moves on
   assert.equal(job.bad, 1);
 });
 
+test('an exception in the batch loop fails the job rather than hang it or reach change\'s caller', async () => {
+  const recordFailedItem = jobs.recordFailedItem;
+  const error = site.apos.utils.error;
+  const logged = [];
+  jobs.recordFailedItem = () => {
+    throw new Error('recording failed');
+  };
+  site.apos.utils.error = (...args) => logged.push(args.join(' '));
+  try {
+    // fail5 calls back from setImmediate (the loop resumes from the callback), throws at once.
+    for (const mode of [ 'fail5', 'throws' ]) {
+      const reply = await batch({ ids: ids(12), job: true, mode });
+      const job = await waitForEnd(jobs, reply.jobId);
+      assert.equal(job.status, 'failed', mode);
+      assert.equal(fixtures.calls.length, 6, mode);
+      assert.equal(job.good, 5, mode);
+    }
+  } finally {
+    jobs.recordFailedItem = recordFailedItem;
+    site.apos.utils.error = error;
+  }
+  assert.ok(logged.some((line) => /recording failed/.test(line)), logged.join('\n'));
+});
+
 test('concurrency runs that many items at once, started in order', async () => {
   fixtures.mostInFlight = 0;
   const reply = await batch({ ids: ids(40), job: true, mode: 'concurrent', concurrency: 4 });

@@ -117,38 +117,100 @@ module.exports = function(self, options) {
       const gather = canGatherResults(ids);
       const results = gather ? null : {};
       let gatheringFailed = false;
-      const runRange = async function(start, end) {
-        const rangeResults = gather ? {} : results;
-        let rangeGood = 0;
-        const counts = { good: 0, bad: 0, since: performance.now() };
-        try {
-          for (let index = start; index < end; index++) {
-            if (stopAcknowledgement || self.draining) {
-              return { finished: index - start, halted: true };
+      // One promise per range, not one per item: items that call back at once run in one
+      // loop, in the same stack frame (20,000 of them cannot overflow the stack); an item
+      // that calls back later resumes the loop from its callback, as 2.x's
+      // `async.eachSeries` did.
+      const runRange = function(start, end) {
+        return new Promise(function(resolve, reject) {
+          const rangeResults = gather ? {} : results;
+          let rangeGood = 0;
+          const counts = { good: 0, bad: 0, since: performance.now() };
+          let index = start;
+          // The outcome of the item at `index`, once it has finished.
+          let finished = false;
+          let itemError;
+          let itemResult;
+          // True while `callChangeThen` runs: a callback then only leaves the outcome for
+          // the loop, so a synchronous callback never nests a call for the next item.
+          let calling = false;
+          let ended = false;
+          // Reports the counts and hands over the results exactly once, however the range
+          // ends (done, halted, or an unexpected exception, which fails the batch rather
+          // than leave it waiting for a range that never settles).
+          const endRange = function(settle, value) {
+            if (ended) {
+              return;
             }
-            const id = ids[index];
-            const outcome = await self.callChange(req, change, id, timeout);
-            if (outcome.error) {
-              counts.bad++;
-              self.recordFailedItem(job, id, outcome.error);
-            } else {
-              counts.good++;
-              rangeGood++;
-              rangeResults[id] = outcome.result;
-            }
-            // Ranges of quick items are long: counts still reach Rust every few ms (the
-            // clock is read every 16 items, since reading it costs a fifth of an item).
-            if ((index & 15) === 15 && performance.now() - counts.since >= REPORT_COUNTS_EVERY_MS) {
+            ended = true;
+            try {
               reportCounts(job, counts);
+              if (gather && rangeGood && !gatheringFailed) {
+                gatheringFailed = !addResults(job, rangeResults);
+              }
+            } catch (error) {
+              return reject(error);
             }
-          }
-          return { finished: end - start, halted: false };
-        } finally {
-          reportCounts(job, counts);
-          if (gather && rangeGood && !gatheringFailed) {
-            gatheringFailed = !addResults(job, rangeResults);
-          }
-        }
+            return settle(value);
+          };
+          const loop = function() {
+            while (true) {
+              if (finished) {
+                finished = false;
+                const id = ids[index];
+                if (itemError) {
+                  counts.bad++;
+                  self.recordFailedItem(job, id, itemError);
+                } else {
+                  counts.good++;
+                  rangeGood++;
+                  rangeResults[id] = itemResult;
+                }
+                itemError = itemResult = undefined;
+                // Ranges of quick items are long: counts still reach Rust every few ms (the
+                // clock is read every 16 items, since reading it costs a fifth of an item).
+                if ((index & 15) === 15 && performance.now() - counts.since >= REPORT_COUNTS_EVERY_MS) {
+                  reportCounts(job, counts);
+                }
+                index++;
+              }
+              if (index >= end) {
+                return endRange(resolve, { finished: end - start, halted: false });
+              }
+              if (stopAcknowledgement || self.draining) {
+                return endRange(resolve, { finished: index - start, halted: true });
+              }
+              calling = true;
+              self.callChangeThen(req, change, ids[index], timeout, itemDone);
+              calling = false;
+              if (!finished) {
+                // `itemDone` resumes the loop when the item finishes.
+                return;
+              }
+            }
+          };
+          // Called from the site's callback, a timer or a promise when resuming: nothing
+          // thrown by the loop may reach them.
+          const runLoop = function() {
+            try {
+              loop();
+            } catch (error) {
+              endRange(reject, error);
+            }
+          };
+          const itemDone = function(error, result) {
+            if (ended) {
+              return;
+            }
+            finished = true;
+            itemError = error;
+            itemResult = result;
+            if (!calling) {
+              runLoop();
+            }
+          };
+          runLoop();
+        });
       };
       const endCompleted = function() {
         if (!gather) {

@@ -147,44 +147,53 @@ module.exports = function(self, options) {
 
   self.callChange = function(req, change, id, timeout) {
     return new Promise(function(resolve) {
-      let settled = false;
-      let timer = null;
-      function settle(error, result) {
-        settled = true;
-        if (timer) {
-          clearTimeout(timer);
-        }
+      self.callChangeThen(req, change, id, timeout, function(error, result) {
         resolve({ error, result });
-      }
-      function callback(error, result) {
-        if (settled) {
-          self.apos.utils.warn(`apostrophe-jobs: the change function called back more than once (or after its timeout) for id ${id}; the later call is ignored.`);
-          return;
-        }
-        settle(error, result);
-      }
-      if (timeout) {
-        timer = setTimeout(function() {
-          settled || settle(new Error(`apostrophe-jobs: the change function did not finish within ${timeout} ms for id ${id}; the item counts as failed.`));
-        }, timeout);
-      }
-      let returned;
-      try {
-        returned = change(req, id, callback);
-      } catch (error) {
-        return settled || settle(error || new Error('apostrophe-jobs: the change function threw a falsy value'));
-      }
-      if (returned && typeof returned.then === 'function') {
-        returned.then(function(result) {
-          return settled || settle(null, result);
-        }, function(error) {
-          if (settled) {
-            return self.apos.utils.error(error);
-          }
-          return settle(error || new Error('apostrophe-jobs: the change function rejected with a falsy value'));
-        });
-      }
+      });
     });
+  };
+
+  // The same as `callChange`, with the outcome passed to `done(error, result)`, called
+  // exactly once, instead of a promise: `run`'s batch loop calls this for every item, and a
+  // promise per item was most of what a quick item cost. `done` runs synchronously when
+  // `change` calls back synchronously. It must not throw: an exception from it would be
+  // taken for a throw of `change` after its callback, which is ignored.
+
+  self.callChangeThen = function(req, change, id, timeout, done) {
+    let settled = false;
+    let timer = null;
+    const callback = function(error, result) {
+      if (settled) {
+        self.apos.utils.warn(`apostrophe-jobs: the change function called back more than once (or after its timeout) for id ${id}; the later call is ignored.`);
+        return;
+      }
+      settled = true;
+      if (timer) {
+        clearTimeout(timer);
+      }
+      done(error, result);
+    };
+    if (timeout) {
+      timer = setTimeout(function() {
+        settled || callback(new Error(`apostrophe-jobs: the change function did not finish within ${timeout} ms for id ${id}; the item counts as failed.`));
+      }, timeout);
+    }
+    let returned;
+    try {
+      returned = change(req, id, callback);
+    } catch (error) {
+      return settled || callback(error || new Error('apostrophe-jobs: the change function threw a falsy value'));
+    }
+    if (returned && typeof returned.then === 'function') {
+      returned.then(function(result) {
+        return settled || callback(null, result);
+      }, function(error) {
+        if (settled) {
+          return self.apos.utils.error(error);
+        }
+        return callback(error || new Error('apostrophe-jobs: the change function rejected with a falsy value'));
+      });
+    }
   };
 
   // Values Rust stores for JavaScript (labels, results, total) travel as BSON made by the
