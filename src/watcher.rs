@@ -45,7 +45,9 @@ pub(crate) async fn run(
         let tick_started = Instant::now();
         let (reply, written) = oneshot::channel();
         if writer.send(writer::Command::Tick { reply }).is_ok() {
-            let _ = written.await;
+            // The writer may be retrying a job's end while MongoDB is away: checks and
+            // heartbeats go on without waiting for it.
+            let _ = tokio::time::timeout(shared.timings.watch_interval, written).await;
         }
         let ok = check_inner(&shared, None, Some(tick_started), !failing).await;
         failing = !ok;
