@@ -181,6 +181,32 @@ test('results keep the key order of 2.x\'s object, whether gathered in Rust or i
   assert.equal(job.good, 6);
 });
 
+test('a site that replaces good and bad still gets one call per item, as 2.x makes', async () => {
+  const ownGood = jobs.good;
+  const ownBad = jobs.bad;
+  const calls = [];
+  jobs.good = function(job, n) {
+    calls.push([ 'good', n ]);
+    return ownGood.apply(this, arguments);
+  };
+  jobs.bad = function(job, n) {
+    calls.push([ 'bad', n ]);
+    return ownBad.apply(this, arguments);
+  };
+  try {
+    const reply = await batch({ ids: ids(40), job: true, mode: 'fail5' });
+    const job = await waitForEnd(jobs, reply.jobId);
+    assert.equal(calls.length, 40);
+    assert.deepEqual(calls.filter(([ which ]) => which === 'bad'), [ [ 'bad', undefined ], [ 'bad', undefined ], [ 'bad', undefined ], [ 'bad', undefined ] ]);
+    assert.ok(calls.every(([ , n ]) => n === undefined));
+    assert.equal(job.good, 36);
+    assert.equal(job.bad, 4);
+  } finally {
+    jobs.good = ownGood;
+    jobs.bad = ownBad;
+  }
+});
+
 test('a site that replaces end still gets the results object', async () => {
   const ownEnd = jobs.end;
   let seen;

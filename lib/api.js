@@ -41,7 +41,8 @@ module.exports = function(self, options) {
   // `results` are stored as 2.x stores them, but gathered as BSON in Rust while items finish
   // (100,000 ids: ~3 MB, where the JavaScript object took ~18 MB of heap), and dropped (logged;
   // the job still completes, `results: null`) once they pass MongoDB's 16 MB document limit,
-  // so they can never exhaust memory. A site that replaces `end` still gets the object.
+  // so they stop taking memory there. Ids that an object would order differently (repeated
+  // ids, numbers, "7") keep 2.x's object. A site that replaces `end` still gets the object.
   //
   // *Backwards compatibility*
   //
@@ -115,6 +116,8 @@ module.exports = function(self, options) {
       // 2.x's `results[id] = result`, gathered in Rust a range at a time when the ids allow
       // it, else in an object as in 2.x.
       const gather = canGatherResults(ids);
+      // 2.x calls `good(job)` / `bad(job)` once per item: a site that replaces them gets that.
+      const reportEachItem = self.good !== ownGood || self.bad !== ownBad;
       const results = gather ? null : {};
       let gatheringFailed = false;
       // One promise per range, not one per item: items that call back at once run in one
@@ -169,7 +172,7 @@ module.exports = function(self, options) {
                 itemError = itemResult = undefined;
                 // Ranges of quick items are long: counts still reach Rust every few ms (the
                 // clock is read every 16 items, since reading it costs a fifth of an item).
-                if ((index & 15) === 15 && performance.now() - counts.since >= REPORT_COUNTS_EVERY_MS) {
+                if (reportEachItem || ((index & 15) === 15 && performance.now() - counts.since >= REPORT_COUNTS_EVERY_MS)) {
                   reportCounts(job, counts);
                 }
                 index++;
@@ -267,10 +270,10 @@ module.exports = function(self, options) {
 
   function reportCounts(job, counts) {
     if (counts.good) {
-      self.good(job, counts.good);
+      counts.good === 1 ? self.good(job) : self.good(job, counts.good);
     }
     if (counts.bad) {
-      self.bad(job, counts.bad);
+      counts.bad === 1 ? self.bad(job) : self.bad(job, counts.bad);
     }
     counts.good = 0;
     counts.bad = 0;
@@ -489,6 +492,10 @@ module.exports = function(self, options) {
   self.bad = function(job, n) {
     return count(job, n, 'bad');
   };
+
+  // `run` checks these to know whether a site replaced `good` or `bad`.
+  const ownGood = self.good;
+  const ownBad = self.bad;
 
   function count(job, n, which) {
     n = (n === undefined) ? 1 : n;

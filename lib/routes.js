@@ -109,7 +109,7 @@ module.exports = function(self, options) {
   }
 
   // Counts are written at most every 100 ms (every 250 ms for slow items), but the process
-  // running a job knows them exactly: its routes show those, so the modal is never behind.
+  // running a job knows them as of the last few ms: its routes show those.
 
   self.withLiveCounts = function(job) {
     const live = !job.ended && self.engine && self.engine.liveCounts(job._id);

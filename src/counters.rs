@@ -80,6 +80,8 @@ struct JobCounts {
     failed_items: Vec<Bson>,
     failed_items_changed: bool,
     dirty: bool,
+    /// Its final write is under way: the counts are final.
+    ending: bool,
 }
 
 impl JobCounts {
@@ -110,17 +112,21 @@ pub struct CounterBook {
     pending_items: f64,
     /// A `total` waits: the progress bar needs it, whatever the number of items.
     total_pending: bool,
+    /// How many pending items make a write worth it before the watcher's tick.
+    early_flush_items: f64,
     /// How many failed items each job keeps.
     keep_failed_items: usize,
 }
 
 impl CounterBook {
-    /// A book that keeps the first `keep_failed_items` failed items of each job.
-    pub fn new(keep_failed_items: usize) -> Self {
+    /// A book that keeps the first `keep_failed_items` failed items of each job, and whose
+    /// changes are worth an early write once `early_flush_items` items (or a total) wait.
+    pub fn new(keep_failed_items: usize, early_flush_items: f64) -> Self {
         CounterBook {
             jobs: HashMap::new(),
             pending_items: 0.0,
             total_pending: false,
+            early_flush_items,
             keep_failed_items,
         }
     }
@@ -136,21 +142,29 @@ impl CounterBook {
         );
     }
 
-    /// Adds to a job's counters. Returns whether the writer needs waking.
+    /// Adds to a job's counters. Returns whether the writer needs waking (the job had
+    /// nothing pending).
     pub fn add(&mut self, id: &str, good: f64, bad: f64) -> bool {
-        self.pending_items += good.abs() + bad.abs();
         let job = self.entry(id);
+        if job.ending {
+            return false;
+        }
         job.good += good;
         job.bad += bad;
-        Self::mark_dirty(job)
+        let wake = Self::mark_dirty(job);
+        self.pending_items += good.abs() + bad.abs();
+        wake
     }
 
-    /// Records a `setTotal`; the last one before a write wins, as with 2.x's `$set`s.
+    /// Records a `setTotal`; the last one before a write wins, as with 2.x's `$set`s. Returns
+    /// whether the writer needs waking: a total is worth a write before the tick.
     pub fn set_total(&mut self, id: &str, total: Bson) -> bool {
-        self.total_pending = true;
+        let was_early = self.wants_early_flush();
         let job = self.entry(id);
         job.total = Some(total);
-        Self::mark_dirty(job)
+        let wake = Self::mark_dirty(job);
+        self.total_pending = true;
+        wake || !was_early
     }
 
     /// Keeps a failed item (`{ id, message }`) if the job has kept fewer than the limit.
@@ -165,10 +179,9 @@ impl CounterBook {
         Self::mark_dirty(job)
     }
 
-    /// Whether the pending changes are worth a write before the watcher's next tick: at
-    /// least `min_items` items, or a `total`.
-    pub fn wants_early_flush(&self, min_items: f64) -> bool {
-        self.total_pending || self.pending_items >= min_items
+    /// Whether the pending changes are worth a write before the watcher's next tick.
+    pub fn wants_early_flush(&self) -> bool {
+        self.total_pending || self.pending_items >= self.early_flush_items
     }
 
     /// The absolute counts (good, bad) of a job of this process, including what is not
@@ -180,23 +193,34 @@ impl CounterBook {
             .map(|job| (job.good, job.bad))
     }
 
-    /// Takes the change of every job that has one.
+    /// Takes the change of every job that has one. Jobs of other processes are forgotten once
+    /// their deltas are taken (a failed write restores them).
     pub fn take_dirty(&mut self) -> Vec<(String, Snapshot)> {
         self.pending_items = 0.0;
         self.total_pending = false;
-        self.jobs
+        let taken: Vec<(String, Snapshot)> = self
+            .jobs
             .iter_mut()
             .filter(|(_, job)| job.dirty)
             .map(|(id, job)| (id.clone(), job.snapshot()))
-            .collect()
+            .collect();
+        // (The first failed items of another process's job are kept: `failedItems` is
+        // written whole.)
+        self.jobs
+            .retain(|_, job| job.owned || !job.failed_items.is_empty());
+        taken
     }
 
     /// Takes a job's last change. Its counts stay readable (`live_counts`) until `forget`,
-    /// once the final write is done.
+    /// once the final write is done; counts reported meanwhile are ignored, as the ended job's
+    /// counts are final.
     pub fn finish(&mut self, id: &str) -> Snapshot {
         self.jobs
             .get_mut(id)
-            .map(|job| job.snapshot())
+            .map(|job| {
+                job.ending = true;
+                job.snapshot()
+            })
             .unwrap_or_default()
     }
 
@@ -229,6 +253,7 @@ impl CounterBook {
             job.failed_items_changed = true;
         }
         job.dirty = true;
+        job.ending = false;
     }
 
     /// Whether any job has something to write.
@@ -264,12 +289,10 @@ mod tests {
 
     #[test]
     fn a_job_of_this_process_writes_its_whole_counts_so_a_retry_cannot_double_count() {
-        let mut book = CounterBook::new(100);
+        let mut book = CounterBook::new(100, 16.0);
         book.own("a");
-        assert!(book.add("a", 1.0, 0.0));
-        for _ in 0..98 {
-            assert!(!book.add("a", 1.0, 0.0), "one wake-up per flush");
-        }
+        let wake_ups = (0..99).filter(|_| book.add("a", 1.0, 0.0)).count();
+        assert_eq!(wake_ups, 1, "one wake-up per flush");
         book.add("a", 0.0, 1.0);
         let first = flush(&mut book, "a").unwrap();
         assert_eq!(
@@ -286,7 +309,7 @@ mod tests {
 
     #[test]
     fn counts_for_a_job_of_another_process_are_increments() {
-        let mut book = CounterBook::new(100);
+        let mut book = CounterBook::new(100, 16.0);
         book.add("b", 2.0, 1.0);
         assert_eq!(
             flush(&mut book, "b").unwrap(),
@@ -301,7 +324,7 @@ mod tests {
 
     #[test]
     fn total_is_set_and_the_last_value_wins() {
-        let mut book = CounterBook::new(100);
+        let mut book = CounterBook::new(100, 16.0);
         book.set_total("a", Bson::Int32(5));
         book.set_total("a", Bson::Int32(7));
         assert_eq!(
@@ -312,7 +335,7 @@ mod tests {
 
     #[test]
     fn ending_fields_ride_along_with_the_last_counts() {
-        let mut book = CounterBook::new(100);
+        let mut book = CounterBook::new(100, 16.0);
         book.own("a");
         book.add("a", 2.0, 0.0);
         let update = book
@@ -328,7 +351,7 @@ mod tests {
 
     #[test]
     fn live_counts_include_what_is_not_written_until_the_job_is_forgotten() {
-        let mut book = CounterBook::new(100);
+        let mut book = CounterBook::new(100, 16.0);
         book.own("a");
         book.add("a", 2.0, 1.0);
         flush(&mut book, "a");
@@ -352,20 +375,24 @@ mod tests {
 
     #[test]
     fn a_total_or_enough_items_make_a_write_worth_it_early() {
-        let mut book = CounterBook::new(100);
+        let mut book = CounterBook::new(100, 16.0);
         book.own("a");
-        book.add("a", 15.0, 0.0);
-        assert!(!book.wants_early_flush(16.0));
+        assert!(book.add("a", 15.0, 0.0), "nothing was pending");
+        assert!(!book.wants_early_flush());
         book.add("a", 0.0, 1.0);
-        assert!(book.wants_early_flush(16.0));
+        assert!(book.wants_early_flush(), "16 items");
         book.take_dirty();
-        book.set_total("a", Bson::Int32(9));
-        assert!(book.wants_early_flush(16.0));
+        book.add("a", 1.0, 0.0);
+        assert!(
+            book.set_total("a", Bson::Int32(9)),
+            "a total is worth a write"
+        );
+        assert!(book.wants_early_flush());
     }
 
     #[test]
     fn a_failed_write_is_restored_under_newer_changes() {
-        let mut book = CounterBook::new(100);
+        let mut book = CounterBook::new(100, 16.0);
         book.add("b", 3.0, 0.0);
         book.set_total("b", Bson::Int32(10));
         let taken = book.take_dirty();
@@ -390,7 +417,7 @@ mod tests {
 
     #[test]
     fn only_the_first_failed_items_are_kept() {
-        let mut book = CounterBook::new(2);
+        let mut book = CounterBook::new(2, 16.0);
         book.own("a");
         for n in 0..5 {
             book.add_failed_item("a", doc! { "id": n, "message": "no" });
@@ -410,7 +437,7 @@ mod tests {
 
     #[test]
     fn fractional_counts_become_doubles_like_the_node_driver() {
-        let mut book = CounterBook::new(100);
+        let mut book = CounterBook::new(100, 16.0);
         book.add("b", 1.5, 0.0);
         assert_eq!(
             flush(&mut book, "b").unwrap(),

@@ -160,7 +160,10 @@ impl Engine {
         };
         let shared = Arc::new(Shared {
             store,
-            counters: Mutex::new(CounterBook::new(options.keep_failed_items.unwrap_or(100))),
+            counters: Mutex::new(CounterBook::new(
+                options.keep_failed_items.unwrap_or(100),
+                writer::EARLY_FLUSH_ITEMS,
+            )),
             flush_wanted: Notify::new(),
             stops_seen: Mutex::new(Vec::new()),
             stop_seen: Notify::new(),
@@ -296,10 +299,18 @@ impl Engine {
         let results = match results {
             EndResults::Null => None,
             EndResults::Given(value) => Some(value),
-            EndResults::Gathered => match gathered.unwrap_or_default().finish() {
-                Gathered::Results(document) => Some(RawValue::Document(document)),
-                Gathered::TooLarge => {
+            EndResults::Gathered => match gathered.map(GatheredResults::finish) {
+                Some(Gathered::Results(document)) => Some(RawValue::Document(document)),
+                Some(Gathered::TooLarge) => {
                     self.log_results_too_large(id, "; the job ends without them");
+                    None
+                }
+                None => {
+                    // Ended already (a drain's deadline): what it gathered went with it.
+                    self.shared.events.log(
+                        LogLevel::Warn,
+                        format!("apostrophe-jobs: job {id} was ended before its batch finished; its results are not stored"),
+                    );
                     None
                 }
             },

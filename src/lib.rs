@@ -340,7 +340,7 @@ impl JobEngine {
     }
 
     /// The counts of a job of this process, including those not written yet; `null` for a
-    /// job of another process or one that has ended.
+    /// job of another process or one whose final write is done.
     #[napi]
     pub fn live_counts(&self, id: String) -> Option<LiveCounts> {
         self.engine

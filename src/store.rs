@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document, RawBsonRef};
-use mongodb::error::{ErrorKind as DriverErrorKind, WriteError, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::error::{ErrorKind as DriverErrorKind, WriteConcernError, WriteError, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -116,6 +116,7 @@ impl JobStore {
         const OPERATION: &str = "update of the job document";
         let command = UpdateCommand {
             update: self.collection.name(),
+            write_concern: self.collection.write_concern(),
             updates: [UpdateStatement {
                 q: doc! { "_id": id },
                 u: WithRawField {
@@ -134,6 +135,7 @@ impl JobStore {
             .run_raw_command(command)
             .await
             .map_err(|e| Error::database(OPERATION, e))?;
+        // `run_raw_command` reports only command failures; the update's own come in the reply.
         if let Ok(errors) = reply.get_array("writeErrors") {
             if let Some(Bson::Document(first)) = errors.first() {
                 let refused: WriteError = mongodb::bson::from_document(first.clone())
@@ -141,6 +143,12 @@ impl JobStore {
                 let source = DriverErrorKind::Write(WriteFailure::WriteError(refused));
                 return Err(Error::database(OPERATION, source.into()));
             }
+        }
+        if let Ok(concern) = reply.get_document("writeConcernError") {
+            let failed: WriteConcernError = mongodb::bson::from_document(concern.clone())
+                .map_err(|e| Error::database(OPERATION, e.into()))?;
+            let source = DriverErrorKind::Write(WriteFailure::WriteConcernError(failed));
+            return Err(Error::database(OPERATION, source.into()));
         }
         Ok(reply.get_i32("n").unwrap_or(0) > 0)
     }
@@ -270,6 +278,8 @@ impl JobStore {
 #[derive(Serialize)]
 struct UpdateCommand<'a> {
     update: &'a str,
+    #[serde(rename = "writeConcern", skip_serializing_if = "Option::is_none")]
+    write_concern: Option<&'a WriteConcern>,
     updates: [UpdateStatement<'a>; 1],
 }
 
@@ -326,16 +336,29 @@ pub fn is_too_large(error: &mongodb::error::Error) -> bool {
 pub fn is_transient(error: &Error) -> bool {
     match error.kind() {
         ErrorKind::Database { source, .. } => {
+            let code = match source.kind.as_ref() {
+                DriverErrorKind::Command(e) => Some(e.code),
+                DriverErrorKind::Write(WriteFailure::WriteConcernError(e)) => Some(e.code),
+                _ => None,
+            };
             matches!(
                 source.kind.as_ref(),
                 DriverErrorKind::Io(_)
                     | DriverErrorKind::ServerSelection { .. }
                     | DriverErrorKind::ConnectionPoolCleared { .. }
             ) || source.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+                || code.is_some_and(|code| RETRYABLE_WRITE_CODES.contains(&code))
         }
         _ => false,
     }
 }
+
+/// The codes after which the retryable-writes specification retries a write (a primary
+/// stepping down, a shutdown, the network), for writes the driver does not retry itself: the
+/// final update is a raw command.
+const RETRYABLE_WRITE_CODES: [i32; 12] = [
+    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+];
 
 /// The URI with any password replaced, for messages.
 pub fn redact_password(uri: &str) -> String {
@@ -368,6 +391,7 @@ mod tests {
         };
         let command = UpdateCommand {
             update: "aposJobs",
+            write_concern: None,
             updates: [UpdateStatement {
                 q: doc! { "_id": "j1" },
                 u: WithRawField {
@@ -391,6 +415,20 @@ mod tests {
                 }],
             }
         );
+    }
+
+    #[test]
+    fn a_primary_stepping_down_is_transient_a_refused_write_is_not() {
+        let command_error = |code: i32| {
+            let failure: mongodb::error::CommandError =
+                mongodb::bson::from_document(doc! { "code": code, "codeName": "X", "errmsg": "x" })
+                    .unwrap();
+            Error::database("update", DriverErrorKind::Command(failure).into())
+        };
+        assert!(is_transient(&command_error(10107)), "NotWritablePrimary");
+        assert!(is_transient(&command_error(189)), "PrimarySteppedDown");
+        assert!(!is_transient(&command_error(2)), "BadValue");
+        assert!(!is_transient(&command_error(10334)), "BSONObjectTooLarge");
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The stop/cancel watcher: one task per engine, at most one query per tick for all of this
-//! process's live stoppable jobs (2.x ran one timer and one query per job). Each tick first
-//! has the writer write pending counts, reading `canceling` back for the jobs it writes; the
-//! query covers only the jobs that write did not check, so while a job's items finish it
-//! costs no query at all. A tick never overlaps the previous one, because the loop awaits
-//! each check before the next tick.
+//! The stop/cancel watcher: one task per engine, at most one periodic query per tick for all
+//! of this process's live stoppable jobs (2.x ran one timer and one query per job). Each tick
+//! first has the writer write pending counts, reading `canceling` back for the jobs it
+//! writes; the query covers only the jobs that write did not check, so a job whose items
+//! finish slowly costs no query at all. (A job written by an early flush just before the tick
+//! is queried as well.) A count write that sees a stop, and a `cancel` handled by this
+//! process, have their job checked at once, outside the tick. A tick never overlaps the
+//! previous one, because the loop awaits each check before the next tick.
 //!
 //! The same task keeps the heartbeat of the process's running jobs (one write for all of
 //! them) and ends other processes' jobs whose heartbeat stopped (their process died).
