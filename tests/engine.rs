@@ -156,7 +156,8 @@ async fn a_count_write_is_also_a_stop_check() {
     // As the cancel route of another process writes it (this engine's own route would check
     // the job at once).
     assert!(store.request_cancel(&id).await.unwrap());
-    for _ in 0..20 {
+    // Enough items for a write before the tick.
+    for _ in 0..40 {
         engine.add_counts(&id, 1.0, 0.0);
     }
     wait_for(|| !events.halts.lock().unwrap().is_empty()).await;
@@ -166,7 +167,7 @@ async fn a_count_write_is_also_a_stop_check() {
         assert!(halts[0].2.get_bool("canceling").unwrap());
     }
     let job = store.find(&id).await.unwrap().unwrap();
-    assert_eq!(job.get("good"), Some(&Bson::Int32(20)));
+    assert_eq!(job.get("good"), Some(&Bson::Int32(40)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
