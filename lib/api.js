@@ -3,7 +3,6 @@
 // watcher, the batch loop); this file keeps what only JavaScript can hold: `req`, the site's
 // `change` and work functions, and the HTTP replies.
 
-const BSON = require('bson');
 const { performance } = require('perf_hooks');
 
 module.exports = function(self, options) {
@@ -227,7 +226,7 @@ module.exports = function(self, options) {
         }
         // A site replaced `end`: it gets the results object, as in 2.x.
         const gathered = self.engine.takeResults(job._id);
-        return self.end(job, true, gathered ? BSON.deserialize(gathered) : null, self.logEndFailure);
+        return self.end(job, true, gathered ? self.decodeDocument(gathered) : null, self.logEndFailure);
       };
       const batchOptions = {
         concurrency: positiveInteger(options.concurrency, 'concurrency'),

@@ -112,7 +112,7 @@ module.exports = function(self, options) {
       self.engine.acknowledgeHalt(jobId, !!err).catch(self.logEndFailure);
     };
     try {
-      hook(BSON.deserialize(jobBson), acknowledge);
+      hook(self.decodeDocument(jobBson), acknowledge);
     } catch (error) {
       acknowledge(error);
     }
@@ -207,6 +207,11 @@ module.exports = function(self, options) {
 
   self.encodeValue = function(value) {
     return BSON.serialize({ value }, { ignoreUndefined: false });
+  };
+
+  // And back, for what Rust hands to JavaScript (a job document, gathered results).
+  self.decodeDocument = function(bytes) {
+    return BSON.deserialize(bytes);
   };
 
   // A graceful drain, for deploys: takes no new job and no new batch item, lets items in

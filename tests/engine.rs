@@ -66,6 +66,16 @@ async fn engine_with(
     (engine, store, events)
 }
 
+/// An engine whose watcher ticks once at start, then not for a minute: what happens in a test
+/// comes from count writes or this engine's own cancel route, not from the tick.
+async fn engine_without_ticks(name: &str) -> (Engine, JobStore, Arc<RecordedEvents>) {
+    let options = EngineOptions {
+        watch_interval: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    engine_with(name, options).await
+}
+
 fn stoppable() -> NewJob {
     NewJob {
         labels: doc! { "title": "Test" },
@@ -145,12 +155,8 @@ async fn the_watcher_calls_the_hook_once_and_the_acknowledgement_writes_stopped(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_count_write_is_also_a_stop_check() {
-    // The watcher's next tick is a minute away: only the count write can see the request.
-    let options = EngineOptions {
-        watch_interval: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
-    let (engine, store, events) = engine_with("write-checks", options).await;
+    // Only the count write can see the request.
+    let (engine, store, events) = engine_without_ticks("write-checks").await;
     let id = engine.start_job(stoppable()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     // As the cancel route of another process writes it (this engine's own route would check
@@ -172,11 +178,7 @@ async fn a_count_write_is_also_a_stop_check() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancel_through_this_engine_checks_its_own_job_at_once() {
-    let options = EngineOptions {
-        watch_interval: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
-    let (engine, _, events) = engine_with("own-cancel", options).await;
+    let (engine, _, events) = engine_without_ticks("own-cancel").await;
     let id = engine.start_job(stoppable()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(engine.request_cancel(&id).await.unwrap());
