@@ -1,9 +1,9 @@
 // The jobs API, with the 2.x signatures: `run`, `runNonBatch`, `start`, `good`, `bad`,
 // `setTotal`, `end`. Job state lives in Rust (ids, counters, the final write, the stop/cancel
-// watcher, the batch loop); this file keeps what only JavaScript can hold: `req`, the site's
-// `change` and work functions, and the HTTP replies.
+// watcher, the batch loop's ranges); this file keeps what only JavaScript can hold: `req`, the
+// site's `change` and work functions, and the HTTP replies.
 
-const { performance } = require('perf_hooks');
+const { callChange, createRangeRunner } = require('./range-runner.js');
 
 module.exports = function(self, options) {
 
@@ -31,6 +31,15 @@ module.exports = function(self, options) {
   // independent items.
   // `timeout`: milliseconds after which an item that has not called back counts as failed
   // and the batch moves on (a later callback is ignored with a warning). Off by default.
+  //
+  // *Stopping*
+  //
+  // `change` also receives an `AbortSignal` as a fourth argument (2.x functions ignore it):
+  // it aborts when the user stops the job, when the process drains before it exits, or when
+  // the job is no longer this process's (another process ended it). Pass it to `fetch` and
+  // friends, or check `signal.aborted`, to stop an item early. Items still running
+  // `stopGrace` ms (default 10 s) after a Stop are abandoned: the job ends `stopped` with the
+  // counts of the items that finished, and a late callback is ignored with a warning.
   //
   // *Unlike 2.x*
   //
@@ -87,8 +96,10 @@ module.exports = function(self, options) {
   };
 
   function runBatchJob(req, ids, change, options) {
+    const timeout = positiveInteger(options.timeout, 'timeout');
+    const concurrency = positiveInteger(options.concurrency, 'concurrency') || 1;
     // The stop hook remembers its acknowledgement; the Rust loop has already stopped taking
-    // items by then, and the item runner below stops between the items of its range.
+    // items by then. The stop is acknowledged once the loop has halted too.
     let stopAcknowledgement = null;
     let loopHalted = false;
     const acknowledgeStopWhenHalted = function() {
@@ -111,144 +122,120 @@ module.exports = function(self, options) {
       }
       self.setTotal(job, ids.length);
       self.apiResponder(req, null, { jobId: job._id });
-      const timeout = positiveInteger(options.timeout, 'timeout');
-      // 2.x's `results[id] = result`, gathered in Rust a range at a time when the ids allow
-      // it, else in an object as in 2.x.
-      const gather = canGatherResults(ids);
+      const live = self.liveJobs.get(job._id);
+      const batch = new BatchResults(job, live.handle, ids);
       // 2.x calls `good(job)` / `bad(job)` once per item: a site that replaces them gets that.
       const reportEachItem = self.good !== ownGood || self.bad !== ownBad;
-      const results = gather ? null : {};
-      let gatheringFailed = false;
-      // One promise per range, not one per item: items that call back at once run in one
-      // loop, in the same stack frame (20,000 of them cannot overflow the stack); an item
-      // that calls back later resumes the loop from its callback, as 2.x's
-      // `async.eachSeries` did.
-      const runRange = function(start, end) {
-        return new Promise(function(resolve, reject) {
-          const rangeResults = gather ? {} : results;
-          let rangeGood = 0;
-          const counts = { good: 0, bad: 0, since: performance.now() };
-          let index = start;
-          // The outcome of the item at `index`, once it has finished.
-          let finished = false;
-          let itemError;
-          let itemResult;
-          // True while `callChangeThen` runs: a callback then only leaves the outcome for
-          // the loop, so a synchronous callback never nests a call for the next item.
-          let calling = false;
-          let ended = false;
-          // Reports the counts and hands over the results exactly once, however the range
-          // ends (done, halted, or an unexpected exception, which fails the batch rather
-          // than leave it waiting for a range that never settles).
-          const endRange = function(settle, value) {
-            if (ended) {
-              return;
-            }
-            ended = true;
+      const runRange = createRangeRunner({
+        ids,
+        concurrency,
+        callItem: function(id, done) {
+          return callChange(change, req, id, {
+            timeout,
+            signal: live.controller.signal,
+            warn: self.apos.utils.warn,
+            error: self.apos.utils.error
+          }, done);
+        },
+        itemFinished: function(index, error, result) {
+          const id = ids[index];
+          if (error) {
+            self.recordFailedItem(job, id, error);
+          } else {
+            batch.add(id, result);
+          }
+          if (reportEachItem) {
+            error ? self.bad(job) : self.good(job);
+            return live.handle.mayStartItem();
+          }
+          return live.handle.itemFinished(!error);
+        },
+        mayStart: () => live.handle.mayStartItem(),
+        late: function(index) {
+          self.apos.utils.warn(`apostrophe-jobs: the change function finished id ${ids[index]} of job ${job._id} after the job was stopped (the item took longer than the stopGrace option allows after a stop); its outcome is ignored.`);
+        }
+      });
+      let range = null;
+      // Called by Rust for each range (it must not throw: Rust waits for `rangeDone`).
+      const runRangeForRust = function(start, end) {
+        try {
+          batch.beginRange();
+          range = runRange(start, end, function(finished, error) {
             try {
-              reportCounts(job, counts);
-              if (gather && rangeGood && !gatheringFailed) {
-                gatheringFailed = !addResults(job, rangeResults);
-              }
-            } catch (error) {
-              return reject(error);
+              batch.endRange();
+            } catch (failure) {
+              error = error || failure;
             }
-            return settle(value);
-          };
-          const loop = function() {
-            while (true) {
-              if (finished) {
-                finished = false;
-                const id = ids[index];
-                if (itemError) {
-                  counts.bad++;
-                  self.recordFailedItem(job, id, itemError);
-                } else {
-                  counts.good++;
-                  rangeGood++;
-                  rangeResults[id] = itemResult;
-                }
-                itemError = itemResult = undefined;
-                // Ranges of quick items are long: counts still reach Rust every few ms (the
-                // clock is read every 16 items, since reading it costs a fifth of an item).
-                if (reportEachItem || ((index & 15) === 15 && performance.now() - counts.since >= REPORT_COUNTS_EVERY_MS)) {
-                  reportCounts(job, counts);
-                }
-                index++;
-              }
-              if (index >= end) {
-                return endRange(resolve, { finished: end - start, halted: false });
-              }
-              if (stopAcknowledgement || self.draining) {
-                return endRange(resolve, { finished: index - start, halted: true });
-              }
-              calling = true;
-              self.callChangeThen(req, change, ids[index], timeout, itemDone);
-              calling = false;
-              if (!finished) {
-                // `itemDone` resumes the loop when the item finishes.
-                return;
-              }
-            }
-          };
-          // Called from the site's callback, a timer or a promise when resuming: nothing
-          // thrown by the loop may reach them.
-          const runLoop = function() {
-            try {
-              loop();
-            } catch (error) {
-              endRange(reject, error);
-            }
-          };
-          const itemDone = function(error, result) {
-            if (ended) {
-              return;
-            }
-            finished = true;
-            itemError = error;
-            itemResult = result;
-            if (!calling) {
-              runLoop();
-            }
-          };
-          runLoop();
-        });
+            live.handle.rangeDone(finished, error ? String((error && error.stack) || error) : undefined);
+          });
+        } catch (error) {
+          live.handle.rangeDone(0, String(error.stack || error));
+        }
       };
-      const endCompleted = function() {
-        if (!gather) {
-          return self.end(job, true, results, self.logEndFailure);
+      return live.handle.runBatch(ids.length, runRangeForRust, { concurrency }).then(function(outcome) {
+        switch (outcome) {
+          case 'completed':
+            return batch.endCompleted();
+          case 'abandoned':
+            range.abandon();
+          // falls through: the abandoned items' job is stopped all the same
+          case 'stopped':
+            loopHalted = true;
+            return acknowledgeStopWhenHalted();
+          default:
+            // Drained (Rust ended it as interrupted) or gone (another process ended it).
+            return self.forgetJob(job);
         }
-        if (gatheringFailed) {
-          return self.end(job, true, null, self.logEndFailure);
-        }
-        if (self.end === ownEnd) {
-          return endJob(job, true, undefined, true).catch(self.logEndFailure);
-        }
-        // A site replaced `end`: it gets the results object, as in 2.x.
-        const gathered = self.engine.takeResults(job._id);
-        return self.end(job, true, gathered ? self.decodeDocument(gathered) : null, self.logEndFailure);
-      };
-      const batchOptions = {
-        concurrency: positiveInteger(options.concurrency, 'concurrency'),
-        maxChunk: positiveInteger(options.maxChunk, 'maxChunk')
-      };
-      return self.engine.runBatch(job._id, ids.length, runRange, batchOptions).then(function(outcome) {
-        if (outcome === 'completed') {
-          return endCompleted();
-        }
-        if (self.draining && !stopAcknowledgement) {
-          // Cut short by a drain, not by the user: the job did not finish its work.
-          job.ended = true;
-          self.liveJobs.delete(job._id);
-          return self.engine.interruptJob(job._id).catch(self.logEndFailure);
-        }
-        loopHalted = true;
-        return acknowledgeStopWhenHalted();
       }, function(error) {
         self.apos.utils.error(error);
         return self.end(job, false, self.logEndFailure);
       });
     });
+  }
+
+  // `run`'s results: 2.x's `results[id] = result`, gathered in Rust a range at a time when
+  // the ids allow it (the JavaScript heap then never holds an object with a key per item),
+  // else in one object as in 2.x.
+  function BatchResults(job, handle, ids) {
+    const gather = canGatherResults(ids);
+    const all = gather ? null : {};
+    let range = null;
+    let gatheringFailed = false;
+
+    this.beginRange = function() {
+      range = gather ? {} : all;
+    };
+
+    this.add = function(id, result) {
+      range[id] = result;
+    };
+
+    this.endRange = function() {
+      if (!gather || gatheringFailed || Object.keys(range).length === 0) {
+        return;
+      }
+      try {
+        handle.addResults(self.encodeDocument(range));
+      } catch (error) {
+        gatheringFailed = true;
+        self.apos.utils.error(`apostrophe-jobs: the results of job ${job._id} cannot be stored (${error.message}); the job ends without them.`);
+      }
+    };
+
+    this.endCompleted = function() {
+      if (!gather) {
+        return self.end(job, true, all, self.logEndFailure);
+      }
+      if (gatheringFailed) {
+        return self.end(job, true, null, self.logEndFailure);
+      }
+      if (self.end === ownEnd) {
+        return endJob(job, { success: true, gathered: true }).catch(self.logEndFailure);
+      }
+      // A site replaced `end`: it gets the results object, as in 2.x.
+      const gathered = handle.takeResults();
+      return self.end(job, true, gathered ? self.decodeDocument(gathered) : null, self.logEndFailure);
+    };
   }
 
   // An option that must be a positive integer, or undefined for the default; anything else
@@ -262,21 +249,6 @@ module.exports = function(self, options) {
     }
     self.apos.utils.warn(`apostrophe-jobs: run's ${name} option must be a positive integer, not ${JSON.stringify(value)}; the default is used.`);
     return undefined;
-  }
-
-  // How often a range of items reports its good and bad counts to Rust, at most.
-  const REPORT_COUNTS_EVERY_MS = 5;
-
-  function reportCounts(job, counts) {
-    if (counts.good) {
-      counts.good === 1 ? self.good(job) : self.good(job, counts.good);
-    }
-    if (counts.bad) {
-      counts.bad === 1 ? self.bad(job) : self.bad(job, counts.bad);
-    }
-    counts.good = 0;
-    counts.bad = 0;
-    counts.since = performance.now();
   }
 
   // Whether results gathered range by range store exactly what 2.x's `results` object
@@ -295,24 +267,17 @@ module.exports = function(self, options) {
 
   const ARRAY_INDEX = /^(?:0|[1-9][0-9]{0,9})$/;
 
-  // Hands a range's results to Rust; false (logged) when they cannot be stored.
-  function addResults(job, rangeResults) {
-    try {
-      self.engine.addResults(job._id, self.encodeDocument(rangeResults));
-      return true;
-    } catch (error) {
-      self.apos.utils.error(`apostrophe-jobs: the results of job ${job._id} cannot be stored (${error.message}); the job ends without them.`);
-      return false;
-    }
-  }
-
   // Keeps the id and error message of a failed item in the job's additive `failedItems`
   // (the first `keepFailedItems`, default 100), for diagnosis and `retryFailed`.
 
   self.recordFailedItem = function(job, id, error) {
+    const live = self.liveJobs.get(job._id);
+    if (!live) {
+      return;
+    }
     const message = (error && error.message) || String(error);
     try {
-      self.engine.addFailedItem(job._id, self.encodeValue(id), message);
+      live.handle.addFailedItem(self.encodeValue(id), message);
     } catch (e) {
       self.apos.utils.error(e);
     }
@@ -322,8 +287,9 @@ module.exports = function(self, options) {
     const results = {};
     let single;
     return (async function() {
+      const timeout = positiveInteger(options.timeout, 'timeout');
       for (const id of ids) {
-        const outcome = await self.callChange(req, change, id, positiveInteger(options.timeout, 'timeout'));
+        const outcome = await self.callChange(req, change, id, timeout);
         if (outcome.error) {
           return self.apiResponder(req, outcome.error);
         }
@@ -349,7 +315,13 @@ module.exports = function(self, options) {
   // `labels` as for `run`. `canStop` or `canCancel`: shows a Stop or Cancel button. Your code
   // then calls `reporting.isCanceling()` when convenient; once it returns a function, stop
   // (and for `canCancel`, undo everything), then call that function **instead of** the
-  // callback.
+  // callback. `reporting.signal` is an `AbortSignal` that aborts at the same moment (and
+  // when the process drains, or the job is no longer this process's): hand it to `fetch` and
+  // friends, or listen to its `abort` event.
+  //
+  // A work function that has not acknowledged a Stop or Cancel within `stopGrace` ms (an
+  // option of the module, default 10 s) has its job ended `failed` with `interrupted: true`,
+  // and the log says so: its work may still be running.
   //
   // *Unlike 2.x*
   //
@@ -379,6 +351,7 @@ module.exports = function(self, options) {
         return self.apiResponder(req, err);
       }
       self.apiResponder(req, null, { jobId: job._id });
+      const live = self.liveJobs.get(job._id);
       const done = function(err) {
         if (halted) {
           return;
@@ -409,7 +382,8 @@ module.exports = function(self, options) {
         },
         isCanceling: function() {
           return haltAcknowledgement;
-        }
+        },
+        signal: live.controller.signal
       };
       let returned;
       try {
@@ -453,6 +427,7 @@ module.exports = function(self, options) {
   // watcher in Rust serves every job of the process). The document also records, after the
   // 2.x fields, `userId`, the process running the job (`workerId`) and its `heartbeatAt`, so
   // a job whose process died is ended as `failed` (`interrupted: true`) by another process.
+  // Its times (`when`, `heartbeatAt`, `endedAt`) come from the database server's clock.
 
   self.start = function(options, callback) {
     options = options || {};
@@ -462,12 +437,16 @@ module.exports = function(self, options) {
     } catch (error) {
       return setImmediate(() => callback(error));
     }
-    const userId = typeof options.userId === 'string' ? options.userId : null;
-    self.engine.startJob(labels, !!options.cancel, !!options.stop, userId).then(function(jobId) {
-      const context = { _id: jobId, options };
-      if (options.cancel || options.stop) {
-        self.liveJobs.set(jobId, context);
-      }
+    self.engine.startJob({
+      labels,
+      canCancel: !!options.cancel,
+      canStop: !!options.stop,
+      userId: typeof options.userId === 'string' ? options.userId : undefined
+    }).then(function(handle) {
+      const context = { _id: handle.id, options };
+      // What only JavaScript can hold for the job: its handle, its hooks (through
+      // `context.options`) and the AbortController behind the signal its work receives.
+      self.liveJobs.set(handle.id, { context, handle, controller: new AbortController() });
       return setImmediate(() => callback(null, context));
     }, function(error) {
       return setImmediate(() => callback(error));
@@ -479,7 +458,8 @@ module.exports = function(self, options) {
   //
   // Unlike 2.x, counts are gathered in memory and written at most every 100 ms, always
   // before the job's end, so the final counts are exact. A count that is not a finite number
-  // is logged and ignored (2.x sent it to MongoDB, which refused it).
+  // is logged and ignored (2.x sent it to MongoDB, which refused it), and so is a count for a
+  // job that has ended (2.x added it to the ended job).
 
   self.good = function(job, n) {
     return count(job, n, 'good');
@@ -506,7 +486,11 @@ module.exports = function(self, options) {
       self.apos.utils.error(`apostrophe-jobs: ${which}(job, n) needs the job handle from start(); nothing was counted.`);
       return;
     }
-    self.engine.addCounts(job._id, which === 'good' ? n : 0, which === 'bad' ? n : 0);
+    const good = which === 'good' ? n : 0;
+    const bad = which === 'bad' ? n : 0;
+    const live = self.liveJobs.get(job._id);
+    // A job of another process (2.x allowed that) is counted by id.
+    return live ? live.handle.addCounts(good, bad) : self.engine.addCounts(job._id, good, bad);
   }
 
   // Call this to indicate the total number of items expected, which enables the progress
@@ -529,28 +513,39 @@ module.exports = function(self, options) {
   // `end(job, ok, results)` without a callback keeps `results` (2.x dropped them). Pending
   // counts are written in the same update, so they are exact once `ended` is true, and
   // `canceling` is cleared. Results too large for MongoDB's 16 MB limit are dropped (logged)
-  // and the job still ends.
+  // and the job still ends. A job's outcome is decided once: an `end` for a job that has
+  // already ended (here, or in another process that took it for dead) writes nothing, and
+  // says so in the log. Only the process that started a job can end it.
 
   self.end = function(job, success, results, callback) {
     if (typeof callback !== 'function' && typeof results === 'function') {
       callback = results;
       results = null;
     }
-    return endJob(job, success, encodeResults(job, results), false, callback);
+    const ended = endJob(job, { success: !!success, results: encodeResults(job, results) });
+    if (typeof callback !== 'function') {
+      return ended;
+    }
+    ended.then(() => callback(null), callback);
   };
 
   // `run` checks this to know whether a site replaced `end`.
   const ownEnd = self.end;
 
-  // `gathered`: the results are those the job gathered in Rust (`encodedResults` unused).
-  function endJob(job, success, encodedResults, gathered, callback) {
+  // Ends a job of this process with `{ success, results, gathered }` (`gathered`: the results
+  // the job gathered in Rust); resolves once the outcome is settled.
+  function endJob(job, how) {
     job.ended = true;
-    self.liveJobs.delete(job._id);
-    const ended = self.engine.endJob(job._id, !!success, encodedResults, gathered);
-    if (typeof callback !== 'function') {
-      return ended;
+    const live = self.liveJobs.get(job._id);
+    if (!live) {
+      return Promise.reject(new Error(`apostrophe-jobs: end() was called for job ${job._id}, which is not running in this process: it has ended already, or another process started it (only that process can end it).`));
     }
-    ended.then(() => callback(null), callback);
+    self.forgetJob(job);
+    return live.handle.end(how).then(function(outcome) {
+      if (outcome === 'alreadyGone') {
+        self.apos.utils.warn(`apostrophe-jobs: end() was called for job ${job._id} after it had ended; nothing was written.`);
+      }
+    });
   }
 
   function encodeResults(job, results) {

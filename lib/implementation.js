@@ -1,15 +1,85 @@
-// The wiring between the module and its Rust core: the database connection, the job engine
-// and its stop/cancel hooks, and the helpers the API shares (calling a site's `change`,
-// handing values to Rust with their BSON types intact).
+// The wiring between the module and its Rust core: the module's options, the database
+// connection, the job engine and its calls into JavaScript (stop/cancel hooks, cut-off jobs,
+// the log), and the helpers the API shares (calling a site's `change`, handing values to Rust
+// with their BSON types intact).
 
-const BSON = require('bson');
+const bson = require('./bson.js');
 const native = require('./native.js');
+const rangeRunner = require('./range-runner.js');
 
 module.exports = function(self, options) {
 
-  // Stoppable jobs of this process, by id: the handle `start` returned, whose
-  // `options.stop` / `options.cancel` hook the Rust watcher calls when a stop is requested.
+  // The jobs this process started and has not ended, by id: `{ context, handle, controller }`
+  // with the context `start` handed out (whose `options.stop` / `options.cancel` hook is
+  // called when a stop is requested), the Rust engine's handle of the job, and the
+  // AbortController behind the signal its work receives.
   self.liveJobs = new Map();
+
+  // Forgets a job this process is done with.
+  self.forgetJob = function(job) {
+    job.ended = true;
+    self.liveJobs.delete(job._id);
+  };
+
+  // The module's options, with what each accepts. A value out of range stops the site from
+  // starting with a message naming the option, rather than a background task that quietly
+  // never runs (a zero interval) or a setting that means something else than intended.
+  const MAX_MS = 2147483647;
+  const OPTION_RULES = {
+    collectionName: { type: 'string' },
+    uri: { type: 'uri' },
+    requireLogin: { type: 'boolean' },
+    ownerOnly: { type: 'boolean' },
+    drainOnSignal: { type: 'boolean' },
+    orphanAfter: { type: 'integer', min: 1000, max: MAX_MS, off: true, unit: 'ms' },
+    drainTimeout: { type: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
+    stopGrace: { type: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
+    keepFailedItems: { type: 'integer', min: 1, max: 100000, off: true },
+    expireAfter: { type: 'integer', min: 1, max: MAX_MS, unit: 's' },
+    connectTimeout: { type: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
+    flushInterval: { type: 'integer', min: 1, max: 60000, unit: 'ms' },
+    watchInterval: { type: 'integer', min: 10, max: 60000, unit: 'ms' },
+    finishRetryWindow: { type: 'integer', min: 1, max: MAX_MS, unit: 'ms' }
+  };
+
+  self.validateOptions = function() {
+    for (const [ name, rule ] of Object.entries(OPTION_RULES)) {
+      const value = self.options[name];
+      if (value === undefined || (rule.off && value === false)) {
+        continue;
+      }
+      const problem = optionProblem(rule, value);
+      if (problem) {
+        throw new Error(`apostrophe-jobs: the ${name} option ${problem}, not ${describe(value)}. Fix it in app.js (modules: { 'apostrophe-jobs': { ${name}: … } }) or leave it out for the default.`);
+      }
+    }
+  };
+
+  function optionProblem(rule, value) {
+    const off = rule.off ? ', or false to turn it off' : '';
+    switch (rule.type) {
+      case 'boolean':
+        return typeof value === 'boolean' ? null : 'must be true or false';
+      case 'string':
+        return typeof value === 'string' && value.length > 0 ? null : 'must be a non-empty string';
+      case 'uri':
+        return typeof value === 'string' && /^mongodb(\+srv)?:\/\/./.test(value) ? null : 'must be a mongodb:// or mongodb+srv:// connection string';
+      default:
+        return Number.isInteger(value) && value >= rule.min && value <= rule.max
+          ? null
+          : `must be a whole number from ${rule.min} to ${rule.max}${rule.unit ? ` (${rule.unit})` : ''}${off}`;
+    }
+  }
+
+  function describe(value) {
+    if (typeof value === 'string') {
+      return JSON.stringify(value);
+    }
+    if (value && typeof value === 'object') {
+      return Array.isArray(value) ? 'an array' : 'an object';
+    }
+    return String(value);
+  }
 
   // `self.db` stays the site's own driver collection (other modules read it directly, and
   // the routes read jobs through it so their JSON is exactly what 2.x sent). Every write of
@@ -19,14 +89,20 @@ module.exports = function(self, options) {
   // at start-up, with what to check.
 
   self.ensureCollection = function(callback) {
-    self.db = self.apos.db.collection(self.options.collectionName);
     let connection;
     try {
+      self.validateOptions();
+      self.db = self.apos.db.collection(self.options.collectionName);
       connection = self.getConnectionOptions();
     } catch (error) {
       return setImmediate(() => callback(error));
     }
-    return native.connect(connection, self.onHaltRequested, self.onEngineLog).then(
+    const callbacks = {
+      onHalt: self.onHaltRequested,
+      onCutOff: self.onJobCutOff,
+      onLog: self.onEngineLog
+    };
+    return native.connect(connection, callbacks).then(
       (engine) => {
         self.engine = engine;
         if (self.options.drainOnSignal) {
@@ -61,8 +137,10 @@ module.exports = function(self, options) {
       flushIntervalMs: self.options.flushInterval,
       watchIntervalMs: self.options.watchInterval,
       finishRetryWindowMs: self.options.finishRetryWindow,
-      orphanAfterMs: self.options.orphanAfter,
-      keepFailedItems: self.options.keepFailedItems,
+      orphanAfterMs: self.options.orphanAfter === false ? undefined : self.options.orphanAfter,
+      heartbeats: self.options.orphanAfter !== false,
+      stopGraceMs: self.options.stopGrace,
+      keepFailedItems: self.options.keepFailedItems === false ? 0 : self.options.keepFailedItems,
       expireAfterSeconds: self.options.expireAfter
     };
   };
@@ -88,15 +166,17 @@ module.exports = function(self, options) {
   }
 
   // Called by the Rust watcher when a stop or cancel was requested for a job of this
-  // process: calls the job's hook with the freshly read document, as 2.x's `checkStop` did.
-  // The hook's acknowledgement makes Rust write `stopped`/`canceled` (or `failed`).
+  // process: aborts the job's signal and calls its hook with the freshly read document, as
+  // 2.x's `checkStop` did. The hook's acknowledgement makes Rust write `stopped`/`canceled`
+  // (or `failed`). Called from Rust: nothing may be thrown from here.
 
   self.onHaltRequested = function(jobId, hookName, jobBson) {
-    const context = self.liveJobs.get(jobId);
-    const hook = context && context.options[hookName];
+    const live = self.liveJobs.get(jobId);
+    const hook = live && live.context.options[hookName];
     if (!hook) {
       return;
     }
+    live.controller.abort(new Error(`apostrophe-jobs: job ${jobId} was asked to ${hookName === 'cancel' ? 'cancel' : 'stop'}`));
     let acknowledged = false;
     const acknowledge = function(err) {
       if (acknowledged) {
@@ -107,15 +187,32 @@ module.exports = function(self, options) {
       if (err) {
         self.apos.utils.error(err);
       }
-      context.ended = true;
-      self.liveJobs.delete(jobId);
-      self.engine.acknowledgeHalt(jobId, !!err).catch(self.logEndFailure);
+      self.forgetJob(live.context);
+      live.handle.acknowledgeHalt(!!err).then(function(outcome) {
+        if (outcome === 'alreadyGone') {
+          self.apos.utils.warn(`apostrophe-jobs: the ${hookName} of job ${jobId} was acknowledged after the job had ended (the stopGrace option allows ${self.options.stopGrace || 10000} ms); nothing was written.`);
+        }
+      }, self.logEndFailure);
     };
     try {
       hook(self.decodeDocument(jobBson), acknowledge);
     } catch (error) {
       acknowledge(error);
     }
+  };
+
+  // Called by Rust when a job of this process ended without its work finishing: another
+  // process ended it (it took this one for dead, say after a long freeze), or its work
+  // function never acknowledged a stop within `stopGrace`. The work is told through its
+  // signal; the Rust side has logged why.
+
+  self.onJobCutOff = function(jobId) {
+    const live = self.liveJobs.get(jobId);
+    if (!live) {
+      return;
+    }
+    live.controller.abort(new Error(`apostrophe-jobs: job ${jobId} has ended without its work`));
+    self.forgetJob(live.context);
   };
 
   self.onEngineLog = function(level, message) {
@@ -143,76 +240,31 @@ module.exports = function(self, options) {
   // Calls `change(req, id, callback)` once and settles with `{ error, result }`, whether
   // `change` calls back, returns a promise or throws (a throw is an item failure, where 2.x
   // crashed). A second callback is ignored with a warning. With `timeout` (ms), an item
-  // that has not finished by then counts as failed and the batch moves on.
+  // that has not finished by then counts as failed. (`run`'s batches call the same
+  // `callChange` of `range-runner.js` without a promise per item.)
 
   self.callChange = function(req, change, id, timeout) {
     return new Promise(function(resolve) {
-      self.callChangeThen(req, change, id, timeout, function(error, result) {
+      rangeRunner.callChange(change, req, id, {
+        timeout,
+        warn: self.apos.utils.warn,
+        error: self.apos.utils.error
+      }, function(error, result) {
         resolve({ error, result });
       });
     });
   };
 
-  // The same as `callChange`, with the outcome passed to `done(error, result)`, called
-  // exactly once, instead of a promise: `run`'s batch loop calls this for every item, and a
-  // promise per item was most of what a quick item cost. `done` runs synchronously when
-  // `change` calls back synchronously. It must not throw: an exception from it would be
-  // taken for a throw of `change` after its callback, which is ignored.
+  // Values Rust stores for JavaScript (labels, results, total) travel as BSON with the site
+  // driver's types, so each keeps the type the stock module would have stored: a Date stays
+  // a Date, 3 is an Int32, `undefined` becomes null, an ObjectID of an old driver an
+  // ObjectId (see `bson.js`).
 
-  self.callChangeThen = function(req, change, id, timeout, done) {
-    let settled = false;
-    let timer = null;
-    const callback = function(error, result) {
-      if (settled) {
-        self.apos.utils.warn(`apostrophe-jobs: the change function called back more than once (or after its timeout) for id ${id}; the later call is ignored.`);
-        return;
-      }
-      settled = true;
-      if (timer) {
-        clearTimeout(timer);
-      }
-      done(error, result);
-    };
-    if (timeout) {
-      timer = setTimeout(function() {
-        settled || callback(new Error(`apostrophe-jobs: the change function did not finish within ${timeout} ms for id ${id}; the item counts as failed.`));
-      }, timeout);
-    }
-    let returned;
-    try {
-      returned = change(req, id, callback);
-    } catch (error) {
-      return settled || callback(error || new Error('apostrophe-jobs: the change function threw a falsy value'));
-    }
-    if (returned && typeof returned.then === 'function') {
-      returned.then(function(result) {
-        return settled || callback(null, result);
-      }, function(error) {
-        if (settled) {
-          return self.apos.utils.error(error);
-        }
-        return callback(error || new Error('apostrophe-jobs: the change function rejected with a falsy value'));
-      });
-    }
-  };
-
-  // Values Rust stores for JavaScript (labels, results, total) travel as BSON made by the
-  // `bson` package with the driver's defaults, so each keeps the type the site's driver would
-  // have given it: a Date stays a Date, 3 is an Int32, `undefined` becomes null.
-
-  // (The `bson` package drops `undefined` by default; the driver 2.x sites use stores null.)
-  self.encodeDocument = function(document) {
-    return BSON.serialize(document, { ignoreUndefined: false });
-  };
-
-  self.encodeValue = function(value) {
-    return BSON.serialize({ value }, { ignoreUndefined: false });
-  };
+  self.encodeDocument = bson.encodeDocument;
+  self.encodeValue = bson.encodeValue;
 
   // And back, for what Rust hands to JavaScript (a job document, gathered results).
-  self.decodeDocument = function(bytes) {
-    return BSON.deserialize(bytes);
-  };
+  self.decodeDocument = bson.decodeDocument;
 
   // A graceful drain, for deploys: takes no new job and no new batch item, lets items in
   // flight finish (at most `timeout` ms, default the `drainTimeout` option or 10 s), writes
@@ -226,7 +278,9 @@ module.exports = function(self, options) {
       return Promise.resolve({ interrupted: 0 });
     }
     const timeout = options.timeout !== undefined ? options.timeout : (self.options.drainTimeout || 10000);
-    self.draining = true;
+    for (const live of self.liveJobs.values()) {
+      live.controller.abort(new Error('apostrophe-jobs: the process is draining before it exits'));
+    }
     return self.engine.drain(timeout).then((interrupted) => ({ interrupted }));
   };
 

@@ -129,10 +129,9 @@ module.exports = function(self, options) {
     return job;
   };
 
-  // `((processed / total) * 100).toFixed(2)`: the operands are coerced to numbers here, as
-  // JavaScript's `/` would, and the division and rounding happen in Rust.
+  // As 2.x computes it.
 
   self.percentage = function(processed, total) {
-    return require('./native.js').percentage(Number(processed), Number(total));
+    return ((processed / total) * 100).toFixed(2);
   };
 };

@@ -1,39 +1,32 @@
 //! The loop of `run`: hands a batch job's items to the item runner (the JavaScript side, which
-//! calls the site's `change(req, id, cb)`) in order, `concurrency` at a time, and takes no new
-//! item once a stop has been picked up. The item in flight when a stop arrives finishes.
+//! calls the site's `change(req, id, cb)`) as ranges of indexes, in order, and starts no range
+//! once no new item may start (a stop, a drain, a lapsed lease, the job gone).
+//!
+//! A range is sized by the time its items take (about [`TARGET_RANGE`]), whatever their
+//! speed: one hop into JavaScript costs 150–250 µs, so a range of quick items is long and a
+//! range of slow ones short, and the hops stay a fraction of a percent of the work. The runner
+//! asks before each item whether it may start ([`LiveJob::may_start_item`]), so stops are as
+//! prompt as with one item per hop; with `concurrency`, it runs that many items of the range
+//! at once.
 //!
 //! Items travel as index ranges into the id array that JavaScript keeps, so `change` receives
 //! the very elements that `launder.ids` kept (a number stays a number) and nothing is copied.
-//! At concurrency 1 the ranges grow while items are quick, because one hop into JavaScript
-//! costs far more than a no-op item; the runner checks for a stop between the items of a
-//! range, so stops are as prompt as with one item per hop.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{try_join_all, BoxFuture};
+use futures::future::BoxFuture;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
+use crate::state::{LiveJob, NoNewItems};
 
 /// Runs the site's `change` for some items.
 pub trait ItemRunner: Send + Sync + 'static {
-    /// Runs the items at these indexes one after the other, in order, counting each as good
-    /// or bad as it finishes. Resolves once the last has finished, or early when a stop was
-    /// requested.
-    fn run_items(&self, items: Range<usize>) -> BoxFuture<'static, Result<ChunkReport>>;
-}
-
-/// What the runner did with a range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkReport {
-    /// How many of the range's items ran to completion.
-    pub finished: usize,
-    /// Whether the runner stopped early because the job is halting.
-    pub halted: bool,
+    /// Runs the items at these indexes, in order (with concurrency, starting them in order),
+    /// counting each as it finishes, and asking before each whether it may start. Resolves
+    /// how many items of the range ran, once they all have finished.
+    fn run_items(&self, items: Range<usize>) -> BoxFuture<'static, Result<usize>>;
 }
 
 /// How a batch runs.
@@ -41,140 +34,171 @@ pub struct ChunkReport {
 pub struct BatchOptions {
     /// How many items run at once. Defaults to 1, the 2.x order (one after the other).
     pub concurrency: Option<usize>,
-    /// The largest range of items per hop at concurrency 1. Defaults to 1,024.
-    pub max_chunk: Option<usize>,
+    /// The largest range of items per hop. Defaults to 4,096.
+    pub max_range: Option<usize>,
+    /// How long a range should take. Defaults to [`TARGET_RANGE`].
+    pub target_range: Option<Duration>,
+    /// How long the items in flight may take to finish once a stop was requested, before the
+    /// batch gives up on them. Defaults to 10 seconds.
+    pub stop_grace: Option<Duration>,
 }
+
+/// How long a range should take: long enough that a hop costs a fraction of a percent, short
+/// enough that a range's results are handed over a few times a second.
+pub const TARGET_RANGE: Duration = Duration::from_millis(100);
 
 /// How a batch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchOutcome {
-    /// Every item was handed over and finished.
+    /// Every item ran.
     Completed,
-    /// A stop was picked up; later items were not started.
-    Halted,
+    /// A stop was picked up; the items in flight finished, later items were not started.
+    Stopped,
+    /// A stop was picked up, and items in flight did not finish within the stop grace: they
+    /// are abandoned (their outcome is not counted).
+    Abandoned,
+    /// A drain began; later items were not started.
+    Drained,
+    /// The job ended or was lost while its batch ran: nothing more is reported.
+    Gone,
 }
 
-/// A chunk that finishes faster than this doubles the next one.
-const QUICK_CHUNK: Duration = Duration::from_millis(2);
-/// A chunk slower than this halves the next one, so a single slow item never waits behind
-/// a long chunk of its neighbours in one hop.
-const SLOW_CHUNK: Duration = Duration::from_millis(50);
-
-/// Runs a batch of `count` items. `halt` is the job's stop signal from the watcher.
+/// Runs a batch of `count` items of `job`.
 pub async fn run(
+    job: &LiveJob,
     count: usize,
-    runner: Arc<dyn ItemRunner>,
-    halt: CancellationToken,
+    runner: &dyn ItemRunner,
     options: BatchOptions,
 ) -> Result<BatchOutcome> {
-    let concurrency = options.concurrency.unwrap_or(1).max(1);
-    if concurrency == 1 {
-        run_in_series(
-            count,
-            runner,
-            halt,
-            options.max_chunk.unwrap_or(1024).max(1),
-        )
-        .await
-    } else {
-        run_in_lanes(count, runner, halt, concurrency).await
-    }
+    job.set_in_batch(true);
+    let outcome = run_ranges(job, count, runner, options).await;
+    job.set_in_batch(false);
+    outcome
 }
 
-async fn run_in_series(
+async fn run_ranges(
+    job: &LiveJob,
     count: usize,
-    runner: Arc<dyn ItemRunner>,
-    halt: CancellationToken,
-    max_chunk: usize,
+    runner: &dyn ItemRunner,
+    options: BatchOptions,
 ) -> Result<BatchOutcome> {
+    let stop_grace = options.stop_grace.unwrap_or(Duration::from_secs(10));
+    let mut sizer = RangeSizer::new(&options);
     let mut next = 0;
-    let mut chunk = 1;
     while next < count {
-        if halt.is_cancelled() {
-            return Ok(BatchOutcome::Halted);
+        match job.no_new_items() {
+            Some(NoNewItems::Stop) => return Ok(BatchOutcome::Stopped),
+            Some(NoNewItems::Drain) => return Ok(BatchOutcome::Drained),
+            Some(NoNewItems::Gone) => return Ok(BatchOutcome::Gone),
+            None => {}
         }
-        let end = (next + chunk).min(count);
+        if !job.may_start_item() {
+            job.lease_confirmed().await;
+            continue;
+        }
+        let range = next..(next + sizer.size).min(count);
         let started = Instant::now();
-        let report = runner.run_items(next..end).await?;
-        if report.halted {
-            return Ok(BatchOutcome::Halted);
+        let finished = tokio::select! {
+            finished = runner.run_items(range) => finished?,
+            _ = job.until_gone() => return Ok(BatchOutcome::Gone),
+            _ = grace_after_stop(job, stop_grace) => return Ok(BatchOutcome::Abandoned),
+        };
+        if finished == 0 {
+            // The runner found that no item may start just after this loop found one may
+            // (a lease that lapsed in between): look again, without spinning.
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        next = end;
-        let took = started.elapsed();
-        if took < QUICK_CHUNK {
-            chunk = (chunk * 2).min(max_chunk);
-        } else if took > SLOW_CHUNK {
-            chunk = (chunk / 2).max(1);
-        }
+        next += finished;
+        sizer.observe(finished, started.elapsed());
     }
     Ok(BatchOutcome::Completed)
 }
 
-/// `concurrency` lanes take the next item from a shared cursor, so items start in order and
-/// at most `concurrency` run at once (async's `eachLimit`).
-async fn run_in_lanes(
-    count: usize,
-    runner: Arc<dyn ItemRunner>,
-    halt: CancellationToken,
-    concurrency: usize,
-) -> Result<BatchOutcome> {
-    let cursor = Arc::new(AtomicUsize::new(0));
-    let halted = Arc::new(AtomicBool::new(false));
-    let lanes = (0..concurrency.min(count)).map(|_| {
-        let (cursor, halted, runner, halt) =
-            (cursor.clone(), halted.clone(), runner.clone(), halt.clone());
-        async move {
-            loop {
-                if halt.is_cancelled() || halted.load(Ordering::Relaxed) {
-                    halted.store(true, Ordering::Relaxed);
-                    return Ok::<(), crate::Error>(());
-                }
-                let index = cursor.fetch_add(1, Ordering::Relaxed);
-                if index >= count {
-                    return Ok(());
-                }
-                if runner.run_items(index..index + 1).await?.halted {
-                    halted.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-    });
-    try_join_all(lanes).await?;
-    Ok(if halted.load(Ordering::Relaxed) {
-        BatchOutcome::Halted
+/// Resolves `grace` after a stop was requested; never for other reasons to take no new item
+/// (a drain has its own deadline, a gone job ends the wait anyway).
+async fn grace_after_stop(job: &LiveJob, grace: Duration) {
+    job.until_no_new_items().await;
+    if job.no_new_items() == Some(NoNewItems::Stop) {
+        tokio::time::sleep(grace).await;
     } else {
-        BatchOutcome::Completed
-    })
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Sizes ranges by the time their items take.
+#[derive(Debug)]
+struct RangeSizer {
+    size: usize,
+    min: usize,
+    max: usize,
+    target: Duration,
+}
+
+impl RangeSizer {
+    fn new(options: &BatchOptions) -> Self {
+        let concurrency = options.concurrency.unwrap_or(1).max(1);
+        let max = options.max_range.unwrap_or(4096).max(1);
+        // With concurrency, a range ends when its slowest item does; a few items per lane
+        // keep the lanes busy across range boundaries.
+        let min = if concurrency > 1 { concurrency * 4 } else { 1 }.min(max);
+        RangeSizer {
+            size: min,
+            min,
+            max,
+            target: options.target_range.unwrap_or(TARGET_RANGE),
+        }
+    }
+
+    /// Sizes the next range from how long `finished` items took: shrinks at once, grows at
+    /// most eightfold per range.
+    fn observe(&mut self, finished: usize, took: Duration) {
+        if finished == 0 {
+            return;
+        }
+        let per_item = took.as_secs_f64() / finished as f64;
+        let wanted = if per_item > 0.0 {
+            (self.target.as_secs_f64() / per_item).min(self.max as f64) as usize
+        } else {
+            self.max
+        };
+        self.size = wanted
+            .min(self.size.saturating_mul(8))
+            .clamp(self.min, self.max);
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
-    /// A runner in Rust standing in for the JavaScript side: records the order in which items
-    /// start, takes `delay` per item, and obeys the halt token between items as the
-    /// JavaScript runner obeys its stop hook.
-    struct RecordingRunner {
+    use futures::FutureExt;
+    use mongodb::bson::doc;
+
+    use super::*;
+    use crate::options::EngineOptions;
+    use crate::store::memory::MemoryStore;
+    use crate::tasks::testing::{context, start};
+    use crate::tasks::TaskContext;
+
+    /// A runner in Rust standing in for the JavaScript one: items take `per_item` (of paused
+    /// time), the item `hang_at` never finishes, and before each item it asks whether it may
+    /// start, as the JavaScript runner does.
+    struct TimedRunner {
+        job: Arc<LiveJob>,
+        per_item: Duration,
+        hang_at: Option<usize>,
         started: Mutex<Vec<usize>>,
-        running: AtomicUsize,
-        most_at_once: AtomicUsize,
-        chunk_sizes: Mutex<Vec<usize>>,
-        delay: Duration,
-        halt: CancellationToken,
-        halt_after: Option<usize>,
+        ranges: Mutex<Vec<usize>>,
     }
 
-    impl RecordingRunner {
-        fn new(delay: Duration, halt: CancellationToken, halt_after: Option<usize>) -> Arc<Self> {
-            Arc::new(RecordingRunner {
-                started: Mutex::new(Vec::new()),
-                running: AtomicUsize::new(0),
-                most_at_once: AtomicUsize::new(0),
-                chunk_sizes: Mutex::new(Vec::new()),
-                delay,
-                halt,
-                halt_after,
+    impl TimedRunner {
+        fn new(job: &Arc<LiveJob>, per_item: Duration, hang_at: Option<usize>) -> Arc<Self> {
+            Arc::new(TimedRunner {
+                job: job.clone(),
+                per_item,
+                hang_at,
+                started: Mutex::default(),
+                ranges: Mutex::default(),
             })
         }
 
@@ -183,163 +207,189 @@ mod tests {
         }
     }
 
-    struct Shared(Arc<RecordingRunner>);
-
-    impl ItemRunner for Shared {
-        fn run_items(&self, items: Range<usize>) -> BoxFuture<'static, Result<ChunkReport>> {
-            let this = self.0.clone();
-            Box::pin(async move {
-                this.chunk_sizes.lock().unwrap().push(items.len());
+    impl ItemRunner for Arc<TimedRunner> {
+        fn run_items(&self, items: Range<usize>) -> BoxFuture<'static, Result<usize>> {
+            let this = self.clone();
+            async move {
+                this.ranges.lock().unwrap().push(items.len());
                 let mut finished = 0;
                 for item in items {
-                    if this.halt.is_cancelled() {
-                        return Ok(ChunkReport {
-                            finished,
-                            halted: true,
-                        });
+                    if !this.job.may_start_item() {
+                        break;
                     }
-                    let count = {
-                        let mut started = this.started.lock().unwrap();
-                        started.push(item);
-                        started.len()
-                    };
-                    let now = this.running.fetch_add(1, Ordering::SeqCst) + 1;
-                    this.most_at_once.fetch_max(now, Ordering::SeqCst);
-                    if !this.delay.is_zero() {
-                        tokio::time::sleep(this.delay).await;
+                    this.started.lock().unwrap().push(item);
+                    if this.hang_at == Some(item) {
+                        std::future::pending::<()>().await;
                     }
-                    this.running.fetch_sub(1, Ordering::SeqCst);
+                    tokio::time::sleep(this.per_item).await;
+                    let _ = this.job.add_counts(1.0, 0.0);
                     finished += 1;
-                    if Some(count) == this.halt_after {
-                        this.halt.cancel();
-                    }
                 }
-                Ok(ChunkReport {
-                    finished,
-                    halted: false,
-                })
-            })
+                Ok(finished)
+            }
+            .boxed()
         }
+    }
+
+    async fn job() -> (TaskContext, MemoryStore, Arc<LiveJob>) {
+        let store = MemoryStore::default();
+        let (ctx, _) = context(&store, "w1", EngineOptions::default());
+        let job = start(&ctx, true).await;
+        (ctx, store, job)
     }
 
     fn ids(n: usize) -> Vec<usize> {
         (0..n).collect()
     }
 
-    #[tokio::test]
-    async fn items_run_one_at_a_time_in_order_by_default() {
-        let halt = CancellationToken::new();
-        let runner = RecordingRunner::new(Duration::ZERO, halt.clone(), None);
-        let outcome = run(
-            1000,
-            Arc::new(Shared(runner.clone())),
-            halt,
-            BatchOptions::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(outcome, BatchOutcome::Completed);
-        assert_eq!(runner.started(), ids(1000));
-        assert_eq!(runner.most_at_once.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn quick_items_travel_in_growing_chunks_up_to_the_limit() {
-        let halt = CancellationToken::new();
-        let runner = RecordingRunner::new(Duration::ZERO, halt.clone(), None);
-        let options = BatchOptions {
-            concurrency: None,
-            max_chunk: Some(64),
-        };
-        run(1000, Arc::new(Shared(runner.clone())), halt, options)
+    #[tokio::test(start_paused = true)]
+    async fn items_run_in_order_in_ranges_sized_by_their_time() {
+        let (_, _, job) = job().await;
+        // (Paused time has a resolution of a millisecond.)
+        let runner = TimedRunner::new(&job, Duration::from_millis(4), None);
+        let outcome = run(&job, 1000, &runner, BatchOptions::default())
             .await
             .unwrap();
-        let sizes = runner.chunk_sizes.lock().unwrap().clone();
-        assert_eq!(&sizes[..4], &[1, 2, 4, 8]);
-        assert!(sizes.iter().all(|&size| size <= 64));
+        assert_eq!(outcome, BatchOutcome::Completed);
+        assert_eq!(runner.started(), ids(1000));
+        let ranges = runner.ranges.lock().unwrap().clone();
+        assert_eq!(
+            &ranges[..3],
+            &[1, 8, 25],
+            "grows at most eightfold, to ~100 ms of items"
+        );
         assert!(
-            sizes.len() < 40,
-            "{} hops for 1000 quick items",
-            sizes.len()
+            ranges.len() < 45,
+            "{} hops for 1000 items of 4 ms",
+            ranges.len()
         );
     }
 
-    #[tokio::test]
-    async fn slow_items_go_one_per_hop() {
-        let halt = CancellationToken::new();
-        let runner = RecordingRunner::new(Duration::from_millis(60), halt.clone(), None);
-        run(
-            4,
-            Arc::new(Shared(runner.clone())),
-            halt,
-            BatchOptions::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(*runner.chunk_sizes.lock().unwrap(), vec![1, 1, 1, 1]);
+    #[tokio::test(start_paused = true)]
+    async fn quick_items_travel_in_ranges_up_to_the_limit_and_slow_ones_one_by_one() {
+        let (_, _, job) = job().await;
+        let quick = TimedRunner::new(&job, Duration::ZERO, None);
+        let options = BatchOptions {
+            max_range: Some(500),
+            ..Default::default()
+        };
+        run(&job, 2000, &quick, options).await.unwrap();
+        assert!(quick.ranges.lock().unwrap().iter().all(|&size| size <= 500));
+        assert!(quick.ranges.lock().unwrap().len() <= 8);
+        let slow = TimedRunner::new(&job, Duration::from_millis(150), None);
+        run(&job, 4, &slow, BatchOptions::default()).await.unwrap();
+        assert_eq!(*slow.ranges.lock().unwrap(), vec![1, 1, 1, 1]);
     }
 
-    #[tokio::test]
-    async fn a_stop_lets_the_current_item_finish_and_starts_no_other() {
-        let halt = CancellationToken::new();
-        let runner = RecordingRunner::new(Duration::ZERO, halt.clone(), Some(10));
-        let outcome = run(
-            100,
-            Arc::new(Shared(runner.clone())),
-            halt,
-            BatchOptions::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(outcome, BatchOutcome::Halted);
-        assert_eq!(runner.started(), ids(10));
-    }
-
-    #[tokio::test]
-    async fn concurrency_caps_items_in_flight_and_starts_them_in_order() {
-        let halt = CancellationToken::new();
-        let runner = RecordingRunner::new(Duration::from_millis(2), halt.clone(), None);
+    #[tokio::test(start_paused = true)]
+    async fn with_concurrency_ranges_hold_a_few_items_per_lane() {
+        let (_, _, job) = job().await;
+        let runner = TimedRunner::new(&job, Duration::from_millis(100), None);
         let options = BatchOptions {
             concurrency: Some(4),
-            max_chunk: None,
+            ..Default::default()
         };
-        let outcome = run(40, Arc::new(Shared(runner.clone())), halt, options)
-            .await
-            .unwrap();
-        assert_eq!(outcome, BatchOutcome::Completed);
-        assert_eq!(runner.started(), ids(40));
-        assert_eq!(runner.most_at_once.load(Ordering::SeqCst), 4);
+        run(&job, 40, &runner, options).await.unwrap();
+        assert!(runner
+            .ranges
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|&size| size >= 16 || size == 8));
     }
 
-    #[tokio::test]
-    async fn a_stop_under_concurrency_starts_no_new_items() {
-        let halt = CancellationToken::new();
-        let runner = RecordingRunner::new(Duration::from_millis(1), halt.clone(), Some(8));
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_lets_the_item_in_flight_finish_and_starts_no_other() {
+        let (_, _, job) = job().await;
+        let runner = TimedRunner::new(&job, Duration::from_millis(10), None);
+        let halting = job.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(95)).await;
+            halting.begin_halt();
+        });
+        let outcome = run(&job, 100, &runner, BatchOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(outcome, BatchOutcome::Stopped);
+        assert_eq!(
+            runner.started(),
+            ids(10),
+            "the tenth item was in flight at 95 ms"
+        );
+        assert_eq!(job.totals(), Some((10.0, 0.0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_item_that_does_not_finish_within_the_stop_grace_is_abandoned_uncounted() {
+        let (_, _, job) = job().await;
+        let runner = TimedRunner::new(&job, Duration::from_millis(10), Some(3));
+        let halting = job.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            halting.begin_halt();
+        });
         let options = BatchOptions {
-            concurrency: Some(3),
-            max_chunk: None,
+            stop_grace: Some(Duration::from_secs(5)),
+            ..Default::default()
         };
-        let outcome = run(100, Arc::new(Shared(runner.clone())), halt, options)
-            .await
-            .unwrap();
-        assert_eq!(outcome, BatchOutcome::Halted);
-        // Items already started by the other lanes when the stop arrived may finish.
-        assert!(runner.started().len() <= 10);
+        let began = Instant::now();
+        let outcome = run(&job, 10, &runner, options).await.unwrap();
+        assert_eq!(outcome, BatchOutcome::Abandoned);
+        assert_eq!(
+            began.elapsed().as_secs(),
+            65,
+            "a hung item waits for the stop, then the grace"
+        );
+        assert_eq!(job.totals(), Some((3.0, 0.0)));
     }
 
-    #[tokio::test]
-    async fn an_empty_batch_completes_at_once() {
-        let halt = CancellationToken::new();
-        let runner = RecordingRunner::new(Duration::ZERO, halt.clone(), None);
-        let outcome = run(
-            0,
-            Arc::new(Shared(runner.clone())),
-            halt,
-            BatchOptions::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(outcome, BatchOutcome::Completed);
-        assert!(runner.chunk_sizes.lock().unwrap().is_empty());
+    #[tokio::test(start_paused = true)]
+    async fn a_job_lost_during_a_range_ends_the_batch_at_once() {
+        let (ctx, _, job) = job().await;
+        let runner = TimedRunner::new(&job, Duration::from_millis(10), Some(2));
+        let (jobs, lost) = (ctx.jobs.clone(), job.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            jobs.lose(&lost);
+        });
+        let began = Instant::now();
+        let outcome = run(&job, 10, &runner, BatchOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(outcome, BatchOutcome::Gone);
+        assert_eq!(began.elapsed().as_secs(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lapsed_lease_pauses_the_batch_until_the_job_is_confirmed() {
+        let store = MemoryStore::default();
+        let options = EngineOptions {
+            orphan_after: Some(Duration::from_secs(3)),
+            ..Default::default()
+        };
+        let (ctx, _) = context(&store, "w1", options);
+        let job = start(&ctx, true).await;
+        let runner = TimedRunner::new(&job, Duration::from_millis(500), None);
+        // No heartbeat task runs: the lease lapses after 2 s, and a confirmation comes at 5 s.
+        let (jobs, confirmed) = (ctx.jobs.clone(), job.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            jobs.heartbeat_landed(
+                std::slice::from_ref(&confirmed),
+                &[confirmed.id().to_owned()],
+                Instant::now(),
+            );
+        });
+        let began = Instant::now();
+        run(&job, 8, &runner, BatchOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(runner.started(), ids(8));
+        assert_eq!(
+            began.elapsed().as_millis(),
+            5000 + 4 * 500,
+            "four items before the lease lapsed, four after it was confirmed"
+        );
+        drop(store.job(job.id()).map(|_| doc! {}));
     }
 }

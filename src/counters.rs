@@ -1,277 +1,223 @@
-//! Coalescing of `good`/`bad`/`setTotal` and of failed items: calls only touch an in-memory
-//! book; the writer turns each job's change into one update per flush, and folds what is left
-//! into the update that ends the job, so the stored counts are exact the moment `ended` is
-//! true.
+//! Coalescing of `good`/`bad`/`setTotal` and of failed items: calls only touch memory; a
+//! job's change becomes one update per write, and what is left rides with the update that ends
+//! the job, so the stored counts are exact the moment `ended` is true.
 //!
-//! For a job started in this process the book holds its absolute counts and writes them with
-//! `$set`, so a write that is retried after a lost reply (a database restart mid-flush) can
-//! never count twice. Counts reported for a job of another process can only be `$inc`s.
+//! A job of this process keeps its absolute counts and writes them with `$set`, so a write
+//! retried after a lost reply (a database restart mid-write) can never count twice. Counts
+//! reported for a job of another process can only be `$inc`s ([`Deltas`]).
 
 use std::collections::HashMap;
 
 use mongodb::bson::{Bson, Document};
 
 use crate::job::js_number;
+use crate::options::EARLY_WRITE_ITEMS;
 
-/// What one job has to write.
+/// The counts of a job of this process.
+#[derive(Debug, Default)]
+pub struct Counts {
+    good: f64,
+    bad: f64,
+    /// A `setTotal` not written yet (the last one wins, as with 2.x's `$set`s).
+    total: Option<Bson>,
+    failed_items: Vec<Bson>,
+    keep_failed_items: usize,
+    failed_items_changed: bool,
+    dirty: bool,
+    /// Items counted since the last write.
+    pending_items: f64,
+}
+
+/// What one write of a job's counts sets.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
-    /// Whether `good`/`bad` are absolute (a job of this process) or deltas.
-    owned: bool,
+pub struct CountsWrite {
     good: f64,
     bad: f64,
     total: Option<Bson>,
     failed_items: Option<Vec<Bson>>,
 }
 
-impl Snapshot {
-    /// Whether the job was started in this process (its counts are absolute).
-    pub fn is_owned(&self) -> bool {
-        self.owned
-    }
-
-    /// The update document for this change, with `extra_set` (the fields that end or halt the
-    /// job) merged into its `$set`. `None` when there is nothing to write at all.
-    pub fn into_update(self, extra_set: Option<Document>) -> Option<Document> {
-        let mut update = Document::new();
+impl CountsWrite {
+    /// The `$set` fields: the whole counts, and `total` and `failedItems` when they changed.
+    pub fn set_fields(&self) -> Document {
         let mut set = Document::new();
-        let processed = self.good + self.bad;
-        if self.owned {
-            set.insert("good", js_number(self.good));
-            set.insert("bad", js_number(self.bad));
-            set.insert("processed", js_number(processed));
-        } else {
-            let mut inc = Document::new();
-            for (field, value) in [
-                ("good", self.good),
-                ("bad", self.bad),
-                ("processed", processed),
-            ] {
-                if value != 0.0 {
-                    inc.insert(field, js_number(value));
-                }
-            }
-            if !inc.is_empty() {
-                update.insert("$inc", inc);
-            }
+        set.insert("good", js_number(self.good));
+        set.insert("bad", js_number(self.bad));
+        set.insert("processed", js_number(self.good + self.bad));
+        if let Some(total) = &self.total {
+            set.insert("total", total.clone());
         }
-        if let Some(total) = self.total {
-            set.insert("total", total);
+        if let Some(failed_items) = &self.failed_items {
+            set.insert("failedItems", failed_items.clone());
         }
-        if let Some(failed_items) = self.failed_items {
-            set.insert("failedItems", failed_items);
-        }
-        if let Some(extra) = extra_set {
-            set.extend(extra);
-        }
-        if !set.is_empty() {
-            update.insert("$set", set);
-        }
-        (!update.is_empty()).then_some(update)
+        set
     }
 }
 
-#[derive(Debug, Default)]
-struct JobCounts {
-    owned: bool,
-    good: f64,
-    bad: f64,
-    total: Option<Bson>,
-    failed_items: Vec<Bson>,
-    failed_items_changed: bool,
-    dirty: bool,
-    /// Its final write is under way: the counts are final.
-    ending: bool,
-}
+impl Counts {
+    /// Counts of a new job that keeps its first `keep_failed_items` failed items.
+    pub fn new(keep_failed_items: usize) -> Self {
+        Counts {
+            keep_failed_items,
+            ..Default::default()
+        }
+    }
 
-impl JobCounts {
-    fn snapshot(&mut self) -> Snapshot {
+    /// Adds to the counters. Returns whether the job had nothing to write before (the writer
+    /// may need waking).
+    pub fn add(&mut self, good: f64, bad: f64) -> bool {
+        self.good += good;
+        self.bad += bad;
+        self.pending_items += good.abs() + bad.abs();
+        self.mark_dirty()
+    }
+
+    /// Records a `setTotal`. Returns true: a total is worth a write before the tick (the
+    /// progress bar needs it).
+    pub fn set_total(&mut self, total: Bson) -> bool {
+        self.total = Some(total);
+        self.mark_dirty();
+        true
+    }
+
+    /// Keeps a failed item (`{ id, message }`) if fewer than the limit are kept. Returns
+    /// whether the job had nothing to write before.
+    pub fn add_failed_item(&mut self, item: Document) -> bool {
+        if self.failed_items.len() >= self.keep_failed_items {
+            return false;
+        }
+        self.failed_items.push(Bson::Document(item));
+        self.failed_items_changed = true;
+        self.mark_dirty()
+    }
+
+    /// Whether the job has something to write.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Whether what waits is worth a write before the next tick.
+    pub fn wants_early_write(&self) -> bool {
+        self.dirty && (self.total.is_some() || self.pending_items >= EARLY_WRITE_ITEMS)
+    }
+
+    /// The counts (good, bad), written or not.
+    pub fn totals(&self) -> (f64, f64) {
+        (self.good, self.bad)
+    }
+
+    /// Takes what is to write, if anything.
+    pub fn take(&mut self) -> Option<CountsWrite> {
+        self.dirty.then(|| self.take_final())
+    }
+
+    /// Takes the counts for the job's final write, dirty or not.
+    pub fn take_final(&mut self) -> CountsWrite {
         self.dirty = false;
-        let snapshot = Snapshot {
-            owned: self.owned,
+        self.pending_items = 0.0;
+        let failed_items = self.failed_items_changed.then(|| self.failed_items.clone());
+        self.failed_items_changed = false;
+        CountsWrite {
             good: self.good,
             bad: self.bad,
             total: self.total.take(),
-            failed_items: self.failed_items_changed.then(|| self.failed_items.clone()),
-        };
-        self.failed_items_changed = false;
-        if !self.owned {
-            // Deltas are handed over; an owned job keeps its absolute counts.
-            self.good = 0.0;
-            self.bad = 0.0;
+            failed_items,
         }
-        snapshot
+    }
+
+    /// Puts back a write that did not land: the counts are absolute, so only what newer calls
+    /// did not replace comes back.
+    pub fn restore(&mut self, failed: CountsWrite) {
+        if self.total.is_none() {
+            self.total = failed.total;
+        }
+        if failed.failed_items.is_some() {
+            self.failed_items_changed = true;
+        }
+        self.mark_dirty();
+    }
+
+    fn mark_dirty(&mut self) -> bool {
+        let was_clean = !self.dirty;
+        self.dirty = true;
+        was_clean
     }
 }
 
-/// The pending changes of every job this process writes for.
+/// Counts reported for jobs of other processes (2.x allowed `good(job)` anywhere with the
+/// job's `_id`): `$inc`s, written on jobs that have not ended.
 #[derive(Debug, Default)]
-pub struct CounterBook {
-    jobs: HashMap<String, JobCounts>,
-    /// Items (good + bad) counted since the last `take_dirty`, over all jobs.
-    pending_items: f64,
-    /// A `total` waits: the progress bar needs it, whatever the number of items.
-    total_pending: bool,
-    /// How many pending items make a write worth it before the watcher's tick.
-    early_flush_items: f64,
-    /// How many failed items each job keeps.
-    keep_failed_items: usize,
+pub struct Deltas {
+    jobs: HashMap<String, Delta>,
 }
 
-impl CounterBook {
-    /// A book that keeps the first `keep_failed_items` failed items of each job, and whose
-    /// changes are worth an early write once `early_flush_items` items (or a total) wait.
-    pub fn new(keep_failed_items: usize, early_flush_items: f64) -> Self {
-        CounterBook {
-            jobs: HashMap::new(),
-            pending_items: 0.0,
-            total_pending: false,
-            early_flush_items,
-            keep_failed_items,
-        }
-    }
+/// What one write adds to a job of another process.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Delta {
+    good: f64,
+    bad: f64,
+    total: Option<Bson>,
+}
 
-    /// Registers a job started in this process: its counts start at 0 and are written whole.
-    pub fn own(&mut self, id: &str) {
-        self.jobs.insert(
-            id.to_owned(),
-            JobCounts {
-                owned: true,
-                ..Default::default()
-            },
-        );
-    }
-
-    /// Adds to a job's counters. Returns whether the writer needs waking (the job had
-    /// nothing pending).
-    pub fn add(&mut self, id: &str, good: f64, bad: f64) -> bool {
-        let job = self.entry(id);
-        if job.ending {
-            return false;
-        }
-        job.good += good;
-        job.bad += bad;
-        let wake = Self::mark_dirty(job);
-        self.pending_items += good.abs() + bad.abs();
-        wake
-    }
-
-    /// Records a `setTotal`; the last one before a write wins, as with 2.x's `$set`s. Returns
-    /// whether the writer needs waking: a total is worth a write before the tick.
-    pub fn set_total(&mut self, id: &str, total: Bson) -> bool {
-        let was_early = self.wants_early_flush();
-        let job = self.entry(id);
-        job.total = Some(total);
-        let wake = Self::mark_dirty(job);
-        self.total_pending = true;
-        wake || !was_early
-    }
-
-    /// Keeps a failed item (`{ id, message }`) if the job has kept fewer than the limit.
-    pub fn add_failed_item(&mut self, id: &str, item: Document) -> bool {
-        let keep = self.keep_failed_items;
-        let job = self.entry(id);
-        if job.failed_items.len() >= keep {
-            return false;
-        }
-        job.failed_items.push(Bson::Document(item));
-        job.failed_items_changed = true;
-        Self::mark_dirty(job)
-    }
-
-    /// Whether the pending changes are worth a write before the watcher's next tick.
-    pub fn wants_early_flush(&self) -> bool {
-        self.total_pending || self.pending_items >= self.early_flush_items
-    }
-
-    /// The absolute counts (good, bad) of a job of this process, including what is not
-    /// written yet, until its final write is done.
-    pub fn live_counts(&self, id: &str) -> Option<(f64, f64)> {
-        self.jobs
-            .get(id)
-            .filter(|job| job.owned)
-            .map(|job| (job.good, job.bad))
-    }
-
-    /// Takes the change of every job that has one. Jobs of other processes are forgotten once
-    /// their deltas are taken (a failed write restores them).
-    pub fn take_dirty(&mut self) -> Vec<(String, Snapshot)> {
-        self.pending_items = 0.0;
-        self.total_pending = false;
-        let taken: Vec<(String, Snapshot)> = self
-            .jobs
-            .iter_mut()
-            .filter(|(_, job)| job.dirty)
-            .map(|(id, job)| (id.clone(), job.snapshot()))
-            .collect();
-        // (The first failed items of another process's job are kept: `failedItems` is
-        // written whole.)
-        self.jobs
-            .retain(|_, job| job.owned || !job.failed_items.is_empty());
-        taken
-    }
-
-    /// Takes a job's last change. Its counts stay readable (`live_counts`) until `forget`,
-    /// once the final write is done; counts reported meanwhile are ignored, as the ended job's
-    /// counts are final.
-    pub fn finish(&mut self, id: &str) -> Snapshot {
-        self.jobs
-            .get_mut(id)
-            .map(|job| {
-                job.ending = true;
-                job.snapshot()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Forgets a job whose final write is done.
-    pub fn forget(&mut self, id: &str) {
-        self.jobs.remove(id);
-    }
-
-    /// Puts back a change that could not be written.
-    pub fn restore(&mut self, id: &str, failed: Snapshot) {
-        let job = self.jobs.entry(id.to_owned()).or_insert_with(|| JobCounts {
-            owned: failed.owned,
-            ..Default::default()
-        });
-        if failed.owned {
-            // Absolute counts: the entry has them, or (after `finish`) gets them back.
-            job.good = job.good.max(failed.good);
-            job.bad = job.bad.max(failed.bad);
-        } else {
-            job.good += failed.good;
-            job.bad += failed.bad;
-        }
-        if job.total.is_none() {
-            job.total = failed.total;
-        }
-        if let Some(items) = failed.failed_items {
-            if job.failed_items.len() < items.len() {
-                job.failed_items = items;
+impl Delta {
+    /// The update: `$inc` of the non-zero counters, `$set` of the total.
+    pub fn update(&self) -> Document {
+        let mut update = Document::new();
+        let mut inc = Document::new();
+        for (field, value) in [
+            ("good", self.good),
+            ("bad", self.bad),
+            ("processed", self.good + self.bad),
+        ] {
+            if value != 0.0 {
+                inc.insert(field, js_number(value));
             }
-            job.failed_items_changed = true;
         }
-        job.dirty = true;
-        job.ending = false;
-    }
-
-    /// Whether any job has something to write.
-    pub fn is_dirty(&self) -> bool {
-        self.jobs.values().any(|job| job.dirty)
-    }
-
-    fn entry(&mut self, id: &str) -> &mut JobCounts {
-        if !self.jobs.contains_key(id) {
-            self.jobs.insert(id.to_owned(), JobCounts::default());
+        if !inc.is_empty() {
+            update.insert("$inc", inc);
         }
-        self.jobs.get_mut(id).expect("inserted above")
+        if let Some(total) = &self.total {
+            update.insert("$set", mongodb::bson::doc! { "total": total.clone() });
+        }
+        update
+    }
+}
+
+impl Deltas {
+    /// Adds to a job's counters. Returns whether nothing was pending before.
+    pub fn add(&mut self, id: &str, good: f64, bad: f64) -> bool {
+        let was_empty = self.jobs.is_empty();
+        let delta = self.jobs.entry(id.to_owned()).or_default();
+        delta.good += good;
+        delta.bad += bad;
+        was_empty
     }
 
-    fn mark_dirty(job: &mut JobCounts) -> bool {
-        let wake = !job.dirty;
-        job.dirty = true;
-        wake
+    /// Records a total. Returns whether nothing was pending before.
+    pub fn set_total(&mut self, id: &str, total: Bson) -> bool {
+        let was_empty = self.jobs.is_empty();
+        self.jobs.entry(id.to_owned()).or_default().total = Some(total);
+        was_empty
+    }
+
+    /// Whether anything waits.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Takes everything pending; nothing of a job is kept once taken.
+    pub fn take(&mut self) -> Vec<(String, Delta)> {
+        self.jobs.drain().collect()
+    }
+
+    /// Puts back a delta that could not be written, under what came since.
+    pub fn restore(&mut self, id: String, failed: Delta) {
+        let delta = self.jobs.entry(id).or_default();
+        delta.good += failed.good;
+        delta.bad += failed.bad;
+        if delta.total.is_none() {
+            delta.total = failed.total;
+        }
     }
 }
 
@@ -280,154 +226,81 @@ mod tests {
     use super::*;
     use mongodb::bson::doc;
 
-    fn flush(book: &mut CounterBook, id: &str) -> Option<Document> {
-        book.take_dirty()
-            .into_iter()
-            .find(|(job, _)| job == id)
-            .and_then(|(_, snapshot)| snapshot.into_update(None))
-    }
-
     #[test]
     fn a_job_of_this_process_writes_its_whole_counts_so_a_retry_cannot_double_count() {
-        let mut book = CounterBook::new(100, 16.0);
-        book.own("a");
-        let wake_ups = (0..99).filter(|_| book.add("a", 1.0, 0.0)).count();
-        assert_eq!(wake_ups, 1, "one wake-up per flush");
-        book.add("a", 0.0, 1.0);
-        let first = flush(&mut book, "a").unwrap();
+        let mut counts = Counts::new(100);
+        let wake_ups = (0..99).filter(|_| counts.add(1.0, 0.0)).count();
+        assert_eq!(wake_ups, 1, "one wake-up per write");
+        counts.add(0.0, 1.0);
         assert_eq!(
-            first,
-            doc! { "$set": { "good": 99, "bad": 1, "processed": 100 } }
+            counts.take().unwrap().set_fields(),
+            doc! { "good": 99, "bad": 1, "processed": 100 }
         );
-        book.add("a", 1.0, 0.0);
+        counts.add(1.0, 0.0);
         assert_eq!(
-            flush(&mut book, "a").unwrap(),
-            doc! { "$set": { "good": 100, "bad": 1, "processed": 101 } }
+            counts.take().unwrap().set_fields(),
+            doc! { "good": 100, "bad": 1, "processed": 101 }
         );
-        assert_eq!(flush(&mut book, "a"), None, "nothing new, nothing written");
+        assert_eq!(counts.take(), None, "nothing new, nothing written");
     }
 
     #[test]
-    fn counts_for_a_job_of_another_process_are_increments() {
-        let mut book = CounterBook::new(100, 16.0);
-        book.add("b", 2.0, 1.0);
+    fn a_total_is_set_once_and_the_last_value_wins() {
+        let mut counts = Counts::new(100);
+        counts.set_total(Bson::Int32(5));
+        counts.set_total(Bson::Int32(7));
+        assert!(counts.wants_early_write(), "a total is worth a write");
         assert_eq!(
-            flush(&mut book, "b").unwrap(),
-            doc! { "$inc": { "good": 2, "bad": 1, "processed": 3 } }
+            counts.take().unwrap().set_fields(),
+            doc! { "good": 0, "bad": 0, "processed": 0, "total": 7 }
         );
-        book.add("b", 1.0, -1.0);
-        assert_eq!(
-            flush(&mut book, "b").unwrap(),
-            doc! { "$inc": { "good": 1, "bad": -1 } }
-        );
+        counts.add(1.0, 0.0);
+        assert!(!counts.take().unwrap().set_fields().contains_key("total"));
     }
 
     #[test]
-    fn total_is_set_and_the_last_value_wins() {
-        let mut book = CounterBook::new(100, 16.0);
-        book.set_total("a", Bson::Int32(5));
-        book.set_total("a", Bson::Int32(7));
-        assert_eq!(
-            flush(&mut book, "a").unwrap(),
-            doc! { "$set": { "total": 7 } }
-        );
+    fn enough_items_make_a_write_worth_it_early() {
+        let mut counts = Counts::new(100);
+        counts.add(31.0, 0.0);
+        assert!(!counts.wants_early_write());
+        counts.add(0.0, 1.0);
+        assert!(counts.wants_early_write(), "32 items");
+        counts.take();
+        counts.add(1.0, 0.0);
+        assert!(!counts.wants_early_write());
     }
 
     #[test]
-    fn ending_fields_ride_along_with_the_last_counts() {
-        let mut book = CounterBook::new(100, 16.0);
-        book.own("a");
-        book.add("a", 2.0, 0.0);
-        let update = book
-            .finish("a")
-            .into_update(Some(doc! { "ended": true, "status": "completed" }))
-            .unwrap();
+    fn a_write_that_did_not_land_is_restored_under_newer_changes() {
+        let mut counts = Counts::new(100);
+        counts.add(3.0, 0.0);
+        counts.set_total(Bson::Int32(10));
+        let failed = counts.take().unwrap();
+        counts.add(1.0, 0.0);
+        counts.restore(failed);
         assert_eq!(
-            update,
-            doc! { "$set": { "good": 2, "bad": 0, "processed": 2, "ended": true, "status": "completed" } }
+            counts.take().unwrap().set_fields(),
+            doc! { "good": 4, "bad": 0, "processed": 4, "total": 10 }
         );
-        assert!(!book.is_dirty());
-    }
-
-    #[test]
-    fn live_counts_include_what_is_not_written_until_the_job_is_forgotten() {
-        let mut book = CounterBook::new(100, 16.0);
-        book.own("a");
-        book.add("a", 2.0, 1.0);
-        flush(&mut book, "a");
-        book.add("a", 1.0, 0.0);
-        assert_eq!(book.live_counts("a"), Some((3.0, 1.0)));
-        book.finish("a");
+        counts.set_total(Bson::Int32(20));
+        let failed = counts.take().unwrap();
+        counts.set_total(Bson::Int32(30));
+        counts.restore(failed);
         assert_eq!(
-            book.live_counts("a"),
-            Some((3.0, 1.0)),
-            "while the end is written"
-        );
-        book.forget("a");
-        assert_eq!(book.live_counts("a"), None);
-        book.add("b", 1.0, 0.0);
-        assert_eq!(
-            book.live_counts("b"),
-            None,
-            "another process's job: deltas only"
-        );
-    }
-
-    #[test]
-    fn a_total_or_enough_items_make_a_write_worth_it_early() {
-        let mut book = CounterBook::new(100, 16.0);
-        book.own("a");
-        assert!(book.add("a", 15.0, 0.0), "nothing was pending");
-        assert!(!book.wants_early_flush());
-        book.add("a", 0.0, 1.0);
-        assert!(book.wants_early_flush(), "16 items");
-        book.take_dirty();
-        book.add("a", 1.0, 0.0);
-        assert!(
-            book.set_total("a", Bson::Int32(9)),
-            "a total is worth a write"
-        );
-        assert!(book.wants_early_flush());
-    }
-
-    #[test]
-    fn a_failed_write_is_restored_under_newer_changes() {
-        let mut book = CounterBook::new(100, 16.0);
-        book.add("b", 3.0, 0.0);
-        book.set_total("b", Bson::Int32(10));
-        let taken = book.take_dirty();
-        book.add("b", 1.0, 0.0);
-        book.set_total("b", Bson::Int32(20));
-        for (id, snapshot) in taken {
-            book.restore(&id, snapshot);
-        }
-        assert_eq!(
-            flush(&mut book, "b").unwrap(),
-            doc! { "$inc": { "good": 4, "processed": 4 }, "$set": { "total": 20 } }
-        );
-        book.own("a");
-        book.add("a", 5.0, 0.0);
-        let final_write = book.finish("a");
-        book.restore("a", final_write);
-        assert_eq!(
-            flush(&mut book, "a").unwrap(),
-            doc! { "$set": { "good": 5, "bad": 0, "processed": 5 } }
+            counts.take().unwrap().set_fields().get("total"),
+            Some(&Bson::Int32(30)),
+            "a newer total wins over a restored one"
         );
     }
 
     #[test]
     fn only_the_first_failed_items_are_kept() {
-        let mut book = CounterBook::new(2, 16.0);
-        book.own("a");
+        let mut counts = Counts::new(2);
         for n in 0..5 {
-            book.add_failed_item("a", doc! { "id": n, "message": "no" });
+            counts.add_failed_item(doc! { "id": n, "message": "no" });
         }
-        let update = book.finish("a").into_update(None).unwrap();
-        let items = update
-            .get_document("$set")
-            .unwrap()
-            .get_array("failedItems")
-            .unwrap();
+        let fields = counts.take_final().set_fields();
+        let items = fields.get_array("failedItems").unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(
             items[1].as_document().unwrap().get("id"),
@@ -436,12 +309,34 @@ mod tests {
     }
 
     #[test]
-    fn fractional_counts_become_doubles_like_the_node_driver() {
-        let mut book = CounterBook::new(100, 16.0);
-        book.add("b", 1.5, 0.0);
+    fn counts_for_a_job_of_another_process_are_increments() {
+        let mut deltas = Deltas::default();
+        assert!(deltas.add("b", 2.0, 1.0));
+        assert!(!deltas.add("b", 0.0, 0.0));
+        let taken = deltas.take();
         assert_eq!(
-            flush(&mut book, "b").unwrap(),
-            doc! { "$inc": { "good": 1.5, "processed": 1.5 } }
+            taken[0].1.update(),
+            doc! { "$inc": { "good": 2, "bad": 1, "processed": 3 } }
+        );
+        assert!(deltas.is_empty());
+        deltas.add("b", 1.0, -1.0);
+        deltas.set_total("b", Bson::Int32(9));
+        let (id, delta) = deltas.take().pop().unwrap();
+        deltas.restore(id, delta);
+        deltas.add("b", 1.0, 0.0);
+        assert_eq!(
+            deltas.take()[0].1.update(),
+            doc! { "$inc": { "good": 2, "bad": -1, "processed": 1 }, "$set": { "total": 9 } }
+        );
+    }
+
+    #[test]
+    fn fractional_counts_become_doubles_like_the_node_driver() {
+        let mut counts = Counts::new(100);
+        counts.add(1.5, 0.0);
+        assert_eq!(
+            counts.take().unwrap().set_fields(),
+            doc! { "good": 1.5, "bad": 0, "processed": 1.5 }
         );
     }
 }

@@ -1,444 +1,563 @@
-//! The job engine of one site: the store, the pending counters, the registry of this
-//! process's stoppable jobs, and the two background tasks (writer and watcher) that serve
-//! them. Everything the JavaScript module asks of the core goes through [`Engine`].
+//! The engine of one site: the front door the bindings call. It owns the store, the live jobs
+//! and the background tasks, and stops the tasks when it is dropped.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use mongodb::bson::{Bson, DateTime, Document, RawDocumentBuf};
-use tokio::sync::{mpsc, oneshot, Notify};
+use mongodb::bson::{Bson, DateTime, RawDocumentBuf};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use crate::batch::{self, BatchOptions, BatchOutcome, ItemRunner};
-use crate::counters::CounterBook;
-use crate::error::{ErrorKind, Result};
-use crate::job::{self, HaltKind, NewJob, Worker};
-use crate::results::{EndResults, Gathered, GatheredResults, RawValue};
-use crate::store::{JobStore, StoreOptions};
-use crate::{watcher, writer};
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{EngineEvents, LogLevel};
+use crate::job::{self, Ending, HaltKind, NewJob};
+use crate::options::{EngineOptions, Timings};
+use crate::results::{EndResults, Gathered, RawValue};
+use crate::state::{Ignored, LiveJob, LiveJobs};
+use crate::store::{MongoStore, Store};
+use crate::tasks::finish::{self, EndOutcome};
+use crate::tasks::{self, heartbeat, sweeper, watcher, writer, Health, TaskContext};
 
-/// How loud a message from the engine is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    /// Something a developer should look at; the job goes on.
-    Warn,
-    /// Something failed.
-    Error,
-}
-
-/// What the engine needs from its host (the JavaScript module): calling the stop/cancel
-/// hooks of a job and logging. Implementations must not block.
-pub trait EngineEvents: Send + Sync + 'static {
-    /// A stop was requested for a job of this process: call its `kind` hook with the freshly
-    /// read job document; the hook's acknowledgement comes back through
-    /// [`Engine::acknowledge_halt`].
-    fn halt_requested(&self, id: &str, kind: HaltKind, job: &Document);
-    /// A message for the site's log.
-    fn log(&self, level: LogLevel, message: String);
-}
-
-/// Timings of the background tasks; every field defaults to the documented value.
-#[derive(Debug, Clone, Default)]
-pub struct EngineOptions {
-    /// Where the jobs live.
-    pub store: Option<StoreOptions>,
-    /// How often pending counts are written at most. Defaults to 100 ms.
-    pub flush_interval: Option<Duration>,
-    /// How often the watcher looks for stop requests. Defaults to 250 ms (the 2.x period).
-    pub watch_interval: Option<Duration>,
-    /// How long the final write of a job is retried while MongoDB cannot be reached.
-    /// Defaults to 60 seconds.
-    pub finish_retry_window: Option<Duration>,
-    /// How long a running job's process may stay silent before another process ends the job
-    /// as interrupted. Defaults to 30 seconds; heartbeats go out every sixth of it.
-    /// `Duration::ZERO` turns heartbeats and the sweeping of orphans off.
-    pub orphan_after: Option<Duration>,
-    /// How many failed items (`{ id, message }`) a job keeps in `failedItems`. Defaults to 100.
-    pub keep_failed_items: Option<usize>,
-    /// Ended jobs are deleted this long after `endedAt` (a TTL index). Defaults to never.
-    pub expire_after: Option<Duration>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Timings {
-    pub flush_interval: Duration,
-    pub watch_interval: Duration,
-    pub finish_retry_window: Duration,
-    /// `None` when heartbeats are off.
-    pub orphan_after: Option<Duration>,
-}
-
-/// A job running in this process.
-#[derive(Debug)]
-pub(crate) struct LiveJob {
-    /// The hook a stop request is answered with; `None` for jobs that cannot be stopped.
-    pub kind: Option<HaltKind>,
-    /// Set once the hook has been called, so it is called at most once.
-    pub halting: bool,
-    /// Cancelled when a stop is picked up; the batch loop takes no item after that.
-    pub halt: CancellationToken,
-    /// A batch job's results so far.
-    pub results: GatheredResults,
-    /// When `canceling` was last read for the job (by the watcher, or by a count write).
-    pub checked_at: Instant,
-    /// When the job's document was last written (counts or heartbeat).
-    pub written_at: Instant,
-}
-
-/// State shared by the engine handle and its background tasks.
-pub(crate) struct Shared {
-    pub store: JobStore,
-    pub counters: Mutex<CounterBook>,
-    pub flush_wanted: Notify,
-    /// Jobs a count write found `canceling: true` for; the watcher takes them.
-    pub stops_seen: Mutex<Vec<String>>,
-    pub stop_seen: Notify,
-    pub live: Mutex<HashMap<String, LiveJob>>,
-    pub events: Arc<dyn EngineEvents>,
-    pub timings: Timings,
-    pub worker: Worker,
-    pub draining: AtomicBool,
-}
-
-impl Shared {
-    // The std mutexes guard plain maps for a few instructions and are never held across an
-    // `.await`; a poisoned one only means a panic elsewhere, and the maps stay consistent.
-    pub fn counters(&self) -> MutexGuard<'_, CounterBook> {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn live(&self) -> MutexGuard<'_, HashMap<String, LiveJob>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn stops_seen(&self) -> MutexGuard<'_, Vec<String>> {
-        self.stops_seen.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// The engine of one site. Cheap to clone; [`Engine::close`] stops it.
-#[derive(Clone)]
+/// The engine of one site. Dropping it stops its background tasks; [`Engine::close`] also
+/// writes what is pending first.
 pub struct Engine {
-    shared: Arc<Shared>,
-    commands: mpsc::UnboundedSender<writer::Command>,
+    ctx: TaskContext,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    _stop_tasks_on_drop: DropGuard,
 }
 
 impl Engine {
     /// Connects to the database (a clear error when it cannot be reached) and starts the
-    /// writer and the watcher. Must be called within a tokio runtime.
+    /// background tasks. Must be called within a tokio runtime.
     pub async fn connect(options: EngineOptions, events: Arc<dyn EngineEvents>) -> Result<Self> {
+        let timings = Timings::from_options(&options)?;
         let store_options = options.store.clone().ok_or_else(|| {
-            crate::Error::invalid_argument("no MongoDB URI and database name were given")
+            Error::invalid_argument("no MongoDB URI and database name were given")
         })?;
-        let store = JobStore::connect(&store_options).await?;
+        let store = MongoStore::connect(&store_options).await?;
         if let Some(after) = options.expire_after {
             store.expire_after(after).await?;
         }
-        Ok(Self::with_store(store, &options, events))
+        Ok(Self::start(Arc::new(store), timings, events))
     }
 
-    /// Starts an engine on an already connected store.
+    /// Starts an engine on a store. Must be called within a tokio runtime.
     pub fn with_store(
-        store: JobStore,
+        store: Arc<dyn Store>,
         options: &EngineOptions,
         events: Arc<dyn EngineEvents>,
-    ) -> Self {
-        let timings = Timings {
-            flush_interval: options.flush_interval.unwrap_or(Duration::from_millis(100)),
-            watch_interval: options.watch_interval.unwrap_or(Duration::from_millis(250)),
-            finish_retry_window: options
-                .finish_retry_window
-                .unwrap_or(Duration::from_secs(60)),
-            orphan_after: Some(options.orphan_after.unwrap_or(Duration::from_secs(30)))
-                .filter(|after| !after.is_zero()),
-        };
-        let shared = Arc::new(Shared {
+    ) -> Result<Self> {
+        Ok(Self::start(store, Timings::from_options(options)?, events))
+    }
+
+    fn start(store: Arc<dyn Store>, timings: Timings, events: Arc<dyn EngineEvents>) -> Self {
+        let ctx = TaskContext {
             store,
-            counters: Mutex::new(CounterBook::new(
-                options.keep_failed_items.unwrap_or(100),
-                writer::EARLY_FLUSH_ITEMS,
-            )),
-            flush_wanted: Notify::new(),
-            stops_seen: Mutex::new(Vec::new()),
-            stop_seen: Notify::new(),
-            live: Mutex::new(HashMap::new()),
+            jobs: Arc::new(LiveJobs::new(job::new_job_id(), timings)),
             events,
-            timings,
-            worker: Worker {
-                id: job::new_job_id(),
-            },
-            draining: AtomicBool::new(false),
-        });
-        let (commands, receiver) = mpsc::unbounded_channel();
+            health: Arc::new(Health::default()),
+            writes: TaskTracker::new(),
+        };
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        tasks.spawn(writer::run(shared.clone(), receiver));
-        tasks.spawn(watcher::run(
-            shared.clone(),
-            commands.clone(),
-            shutdown.clone(),
-        ));
+        macro_rules! supervise {
+            ($name:literal, $task:path) => {{
+                let (ctx, shutdown_for_task) = (ctx.clone(), shutdown.clone());
+                tasks::spawn_supervised(
+                    &tasks,
+                    shutdown.clone(),
+                    ctx.events.clone(),
+                    $name,
+                    move || $task(ctx.clone(), shutdown_for_task.clone()),
+                );
+            }};
+        }
+        supervise!("writer", writer::run);
+        supervise!("watcher", watcher::run);
+        supervise!("heartbeat", heartbeat::run);
+        supervise!("sweeper", sweeper::run);
         tasks.close();
         Engine {
-            shared,
-            commands,
+            ctx,
+            _stop_tasks_on_drop: shutdown.clone().drop_guard(),
             shutdown,
             tasks,
         }
     }
 
-    /// `start`: inserts the job document and registers the job with the watcher (stop
-    /// requests, heartbeat). Returns the new job id.
-    pub async fn start_job(&self, new_job: NewJob) -> Result<String> {
-        if self.shutdown.is_cancelled() || self.shared.draining.load(Ordering::SeqCst) {
+    /// This process's owner id (`workerId` in its jobs).
+    pub fn worker_id(&self) -> &str {
+        self.ctx.jobs.worker_id()
+    }
+
+    /// `start`: inserts the job document and registers the job (stop requests, heartbeat).
+    pub async fn start_job(&self, new_job: NewJob) -> Result<Arc<LiveJob>> {
+        if self.shutdown.is_cancelled() || self.ctx.jobs.is_draining() {
             return Err(ErrorKind::ShuttingDown.into());
         }
         let id = job::new_job_id();
         let kind = HaltKind::for_job(new_job.can_cancel, new_job.can_stop);
-        let worker = self
-            .shared
-            .timings
-            .orphan_after
-            .map(|_| &self.shared.worker);
-        self.shared
+        let heartbeats = self.ctx.jobs.timings().orphan_after.is_some();
+        let sent_at = Instant::now();
+        self.ctx
             .store
-            .insert(&new_job.into_document(&id, DateTime::now(), worker))
+            .insert(new_job.initial_fields(&id, self.worker_id(), heartbeats))
             .await?;
-        self.shared.counters().own(&id);
-        self.shared.live().insert(
-            id.clone(),
-            LiveJob {
-                kind,
-                halting: false,
-                halt: CancellationToken::new(),
-                results: GatheredResults::default(),
-                checked_at: Instant::now(),
-                written_at: Instant::now(),
-            },
-        );
-        Ok(id)
+        Ok(self.ctx.jobs.register(id, kind, sent_at))
+    }
+
+    /// A job of this process, while it runs.
+    pub fn job(&self, id: &str) -> Option<Arc<LiveJob>> {
+        self.ctx.jobs.get(id)
+    }
+
+    fn warn_late(&self, id: &str, what: &str, ignored: Ignored) {
+        let Ignored::Ended { first } = ignored;
+        if first {
+            self.ctx.log(
+                LogLevel::Warn,
+                format!("apostrophe-jobs: {what} was reported for job {id} after it ended; it is ignored (the job's counts were final when it ended)"),
+            );
+        }
+    }
+
+    /// `good`/`bad` by job id: counted in memory and written within the flush interval. For a
+    /// job of another process, added to its document; for a job that ended, ignored (warned
+    /// once).
+    pub fn add_counts(&self, id: &str, good: f64, bad: f64) {
+        let counted = match self.job(id) {
+            Some(job) => job.add_counts(good, bad),
+            None => self.ctx.jobs.add_foreign_counts(id, good, bad),
+        };
+        if let Err(ignored) = counted {
+            self.warn_late(id, "a count", ignored);
+        }
+    }
+
+    /// One finished item of `job`, counted; returns whether another item may start.
+    pub fn item_finished(&self, job: &LiveJob, good: bool) -> bool {
+        let (good, bad) = if good { (1.0, 0.0) } else { (0.0, 1.0) };
+        if let Err(ignored) = job.add_counts(good, bad) {
+            self.warn_late(job.id(), "an item's outcome", ignored);
+        }
+        job.may_start_item()
+    }
+
+    /// `setTotal` by job id: stored verbatim with the next write.
+    pub fn set_total(&self, id: &str, total: Bson) {
+        let set = match self.job(id) {
+            Some(job) => job.set_total(total),
+            None => self.ctx.jobs.set_foreign_total(id, total),
+        };
+        if let Err(ignored) = set {
+            self.warn_late(id, "a total", ignored);
+        }
     }
 
     /// Keeps a failed item of a job (its id, as BSON, and the error message) in the job's
     /// additive `failedItems`, up to the configured number.
-    pub fn add_failed_item(&self, id: &str, item_id: Bson, message: String) {
+    pub fn add_failed_item(&self, job: &LiveJob, item_id: Bson, message: String) {
         let item = mongodb::bson::doc! { "id": item_id, "message": message };
-        if self.shared.counters().add_failed_item(id, item) {
-            self.shared.flush_wanted.notify_one();
-        }
-    }
-
-    /// `good`/`bad`: counted in memory, written by the writer within the flush interval.
-    pub fn add_counts(&self, id: &str, good: f64, bad: f64) {
-        if self.shared.counters().add(id, good, bad) {
-            self.shared.flush_wanted.notify_one();
-        }
-    }
-
-    /// `setTotal`: stored verbatim with the next write.
-    pub fn set_total(&self, id: &str, total: Bson) {
-        if self.shared.counters().set_total(id, total) {
-            self.shared.flush_wanted.notify_one();
+        if let Err(ignored) = job.add_failed_item(item) {
+            self.warn_late(job.id(), "a failed item", ignored);
         }
     }
 
     /// The counts (good, bad) of a job of this process, including those not written yet, so
     /// the `progress` route is exact in the process that runs the job. `None` for a job of
-    /// another process or one whose final write is done.
+    /// another process or one that has ended.
     pub fn live_counts(&self, id: &str) -> Option<(f64, f64)> {
-        self.shared.counters().live_counts(id)
-    }
-
-    /// Whether `drain` has begun: batch loops take no new item and new jobs are refused.
-    pub fn is_draining(&self) -> bool {
-        self.shared.draining.load(Ordering::SeqCst)
+        self.job(id)?.totals()
     }
 
     /// Appends a range of a batch job's results (a BSON document `{ id: result, … }`, each
     /// id sent once) to what the job has gathered; [`Engine::end_job`] writes them.
-    pub fn add_results(&self, id: &str, chunk: &[u8]) -> Result<()> {
-        let mut live = self.shared.live();
-        let job = live
-            .get_mut(id)
-            .ok_or_else(|| ErrorKind::JobNotFound { id: id.to_owned() })?;
-        job.results.append(chunk).map_err(|message| {
-            crate::Error::invalid_argument(format!(
-                "the results of a range of job {id} are not a BSON document ({message}); they are left out"
+    pub fn add_results(&self, job: &LiveJob, chunk: &[u8]) -> Result<()> {
+        job.add_results(chunk).map_err(|message| {
+            Error::invalid_argument(format!(
+                "the results of a range of job {} cannot be kept ({message}); they are left out",
+                job.id()
             ))
         })
     }
 
     /// Takes the results a job has gathered, for a caller that ends it with them itself;
-    /// `None` when they grew too large to store, or for an unknown job.
-    pub fn take_results(&self, id: &str) -> Option<RawDocumentBuf> {
-        let job_results = self
-            .shared
-            .live()
-            .get_mut(id)
-            .map(|job| std::mem::take(&mut job.results))?;
-        match job_results.finish() {
+    /// `None` when they grew too large to store.
+    pub fn take_results(&self, job: &LiveJob) -> Option<RawDocumentBuf> {
+        match job.take_results() {
             Gathered::Results(document) => Some(document),
             Gathered::TooLarge => {
-                self.log_results_too_large(id, "");
+                self.log_results_too_large(job.id(), "");
                 None
             }
         }
     }
 
-    /// `end`: writes the job's last counts together with `ended: true`, its status and
-    /// `results`, in one update, and stops watching it. When the document would pass
-    /// MongoDB's size limit, it is written again with `results: null` (still `completed`).
-    pub async fn end_job(&self, id: &str, success: bool, results: EndResults) -> Result<()> {
-        let gathered = self.shared.live().remove(id).map(|job| job.results);
-        let results = match results {
-            EndResults::Null => None,
-            EndResults::Given(value) => Some(value),
-            EndResults::Gathered => match gathered.map(GatheredResults::finish) {
-                Some(Gathered::Results(document)) => Some(RawValue::Document(document)),
-                Some(Gathered::TooLarge) => {
-                    self.log_results_too_large(id, "; the job ends without them");
-                    None
-                }
-                None => {
-                    // Ended already (a drain's deadline): what it gathered went with it.
-                    self.shared.events.log(
-                        LogLevel::Warn,
-                        format!("apostrophe-jobs: job {id} was ended before its batch finished; its results are not stored"),
-                    );
-                    None
-                }
-            },
-        };
-        let fields = job::end_fields(success, DateTime::now());
-        self.finish(id, fields, results.filter(|value| !value.is_null()))
-            .await
-    }
-
     fn log_results_too_large(&self, id: &str, consequence: &str) {
-        self.shared.events.log(
+        self.ctx.log(
             LogLevel::Error,
             format!("apostrophe-jobs: the results of job {id} grew past MongoDB's 16 MB document limit and were dropped{consequence}"),
         );
     }
 
+    /// `end`: writes the job's last counts together with `ended: true`, its status and
+    /// `results`, in one update. When the document would pass MongoDB's size limit, it is
+    /// written again with `results: null` (still `completed`).
+    pub async fn end_job(
+        &self,
+        job: &Arc<LiveJob>,
+        success: bool,
+        results: EndResults,
+    ) -> Result<EndOutcome> {
+        let results = match results {
+            EndResults::Null => None,
+            EndResults::Given(value) => Some(value),
+            EndResults::Gathered => match job.take_results() {
+                Gathered::Results(document) => Some(RawValue::Document(document)),
+                Gathered::TooLarge => {
+                    self.log_results_too_large(job.id(), "; the job ends without them");
+                    None
+                }
+            },
+        };
+        let results = results.filter(|value| !value.is_null());
+        finish::end_job(&self.ctx, job, Ending::end(success), results).await
+    }
+
     /// Ends a job whose work was cut short (a drain): `failed` with `interrupted: true`.
-    pub async fn interrupt_job(&self, id: &str) -> Result<()> {
-        self.shared.live().remove(id);
-        self.finish(id, job::interrupted_fields(DateTime::now()), None)
-            .await
+    pub async fn interrupt_job(&self, job: &Arc<LiveJob>) -> Result<EndOutcome> {
+        finish::end_job(&self.ctx, job, Ending::interrupted(), None).await
     }
 
     /// The acknowledgement of a stop/cancel hook: writes `stopped`/`canceled` (or `failed`
     /// when the hook reported an error), `ended: true`, `canceling: false`, with the last
-    /// counts, and stops watching the job.
-    pub async fn acknowledge_halt(&self, id: &str, failed: bool) -> Result<()> {
-        let kind = {
-            let mut live = self.shared.live();
-            match live.get(id).and_then(|job| job.kind) {
-                Some(kind) => {
-                    live.remove(id);
-                    kind
-                }
-                None => return Err(ErrorKind::JobNotFound { id: id.to_owned() }.into()),
-            }
-        };
-        let fields = job::halt_fields(kind, failed, DateTime::now());
-        self.finish(id, fields, None).await
+    /// counts.
+    pub async fn acknowledge_halt(&self, job: &Arc<LiveJob>, failed: bool) -> Result<EndOutcome> {
+        let kind = job.kind().ok_or_else(|| {
+            Error::invalid_argument(format!(
+                "job {} has no stop or cancel hook, so there is no stop to acknowledge",
+                job.id()
+            ))
+        })?;
+        finish::end_job(&self.ctx, job, Ending::halt(kind, failed), None).await
     }
 
-    /// Runs a batch job's `count` items through `runner`, in order, `concurrency` at a time,
-    /// taking no new item once a stop has been picked up for the job.
+    /// Runs a batch job's `count` items through `runner`; see [`crate::batch`]. A batch cut
+    /// short by a drain ends its job as interrupted.
     pub async fn run_batch(
         &self,
-        id: &str,
+        job: &Arc<LiveJob>,
         count: usize,
-        runner: Arc<dyn ItemRunner>,
+        runner: &dyn ItemRunner,
         options: BatchOptions,
     ) -> Result<BatchOutcome> {
-        let halt = self
-            .shared
-            .live()
-            .get(id)
-            .map(|live| live.halt.clone())
-            .unwrap_or_default();
-        batch::run(count, runner, halt, options).await
+        let options = BatchOptions {
+            stop_grace: options
+                .stop_grace
+                .or(Some(self.ctx.jobs.timings().stop_grace)),
+            ..options
+        };
+        let outcome = batch::run(job, count, runner, options).await?;
+        if outcome == BatchOutcome::Drained {
+            self.interrupt_job(job).await?;
+        }
+        Ok(outcome)
     }
 
     /// The `cancel` route: asks a running job, in any process, to stop. A job of this
     /// process is checked at once, rather than at the watcher's next tick.
     pub async fn request_cancel(&self, id: &str) -> Result<bool> {
-        let requested = self.shared.store.request_cancel(id).await?;
-        if requested && self.shared.live().contains_key(id) {
-            watcher::check(&self.shared, Some(id)).await;
+        let requested = self.ctx.store.request_cancel(id).await?;
+        if requested && self.job(id).is_some() {
+            watcher::check_stops(&self.ctx, &[id.to_owned()]).await;
         }
         Ok(requested)
     }
 
-    /// `checkStop`: one watcher pass for this job now, instead of waiting for the next tick.
+    /// `checkStop`: one stop check for this job now, instead of at the next tick.
     pub async fn check_stop(&self, id: &str) {
-        watcher::check(&self.shared, Some(id)).await;
+        if self.job(id).is_some() {
+            watcher::check_stops(&self.ctx, &[id.to_owned()]).await;
+        }
     }
 
     /// How many jobs of this process are running.
     pub fn live_jobs(&self) -> usize {
-        self.shared.live().len()
+        self.ctx.jobs.len()
     }
 
-    /// Deletes jobs that ended longer than `older_than` ago; returns how many.
+    /// Deletes jobs that ended longer than `older_than` ago by the database's clock; returns
+    /// how many.
     pub async fn purge(&self, older_than: Duration) -> Result<u64> {
-        let cutoff = DateTime::from_system_time(std::time::SystemTime::now() - older_than);
-        self.shared.store.purge(cutoff).await
+        let now = self.ctx.store.server_time().await?;
+        let cutoff = DateTime::from_millis(
+            now.timestamp_millis()
+                .saturating_sub(older_than.as_millis() as i64),
+        );
+        self.ctx.store.purge(cutoff).await
     }
 
-    /// A graceful drain: refuses new jobs, makes every batch loop take no new item, waits up
-    /// to `deadline` for running jobs to end (their in-flight items finish), then ends the
-    /// rest as interrupted, writing their last counts. Returns how many were interrupted.
+    /// A graceful drain: refuses new jobs, makes every batch take no new item, waits up to
+    /// `deadline` for running jobs to end (their in-flight items finish), then ends the rest
+    /// as interrupted, writing their last counts. Returns how many were interrupted.
     pub async fn drain(&self, deadline: Duration) -> usize {
-        self.shared.draining.store(true, Ordering::SeqCst);
-        for live in self.shared.live().values() {
-            live.halt.cancel();
-        }
-        let until = tokio::time::Instant::now() + deadline;
-        while self.live_jobs() > 0 && tokio::time::Instant::now() < until {
+        self.ctx.jobs.begin_drain();
+        let until = Instant::now() + deadline;
+        while !self.ctx.jobs.is_empty() && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let remaining: Vec<String> = self.shared.live().keys().cloned().collect();
-        for id in &remaining {
-            if let Err(error) = self.interrupt_job(id).await {
-                self.shared.events.log(LogLevel::Error, error.to_string());
+        let mut interrupted = 0;
+        for id in self.ctx.jobs.ids() {
+            let Some(job) = self.job(&id) else { continue };
+            match self.interrupt_job(&job).await {
+                Ok(EndOutcome::Written) => interrupted += 1,
+                Ok(_) => {}
+                Err(error) => self.ctx.log(LogLevel::Error, error.to_string()),
             }
         }
-        remaining.len()
+        interrupted
     }
 
-    /// Stops the watcher, writes every pending count and waits for both tasks, at most
-    /// `deadline`.
+    /// Stops the background tasks, writes every pending count and waits for the writes, at
+    /// most `deadline`.
     pub async fn close(&self, deadline: Duration) {
         self.shutdown.cancel();
-        let (reply, done) = oneshot::channel();
-        if self.commands.send(writer::Command::Close { reply }).is_ok() {
-            let _ = tokio::time::timeout(deadline, done).await;
+        for id in self.ctx.jobs.ids() {
+            if let Some(job) = self.job(&id) {
+                self.ctx
+                    .writes
+                    .spawn(tasks::write_counts(self.ctx.clone(), job));
+            }
         }
-        let _ = tokio::time::timeout(deadline, self.tasks.wait()).await;
+        self.ctx.writes.close();
+        let _ = tokio::time::timeout(deadline, async {
+            self.ctx.writes.wait().await;
+            self.tasks.wait().await;
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use mongodb::bson::{doc, Bson, Document};
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::tasks::testing::{run_for, Recorded};
+
+    fn engine(store: &MemoryStore, options: EngineOptions) -> (Engine, Arc<Recorded>) {
+        let events = Arc::new(Recorded::default());
+        let engine = Engine::with_store(Arc::new(store.clone()), &options, events.clone()).unwrap();
+        (engine, events)
     }
 
-    async fn finish(&self, id: &str, fields: Document, results: Option<RawValue>) -> Result<()> {
-        let (reply, done) = oneshot::channel();
-        self.commands
-            .send(writer::Command::Finish {
-                id: id.to_owned(),
-                fields,
-                results,
-                reply,
+    fn stoppable() -> NewJob {
+        NewJob {
+            can_stop: true,
+            ..Default::default()
+        }
+    }
+
+    fn three_seconds() -> EngineOptions {
+        EngineOptions {
+            orphan_after: Some(Duration::from_secs(3)),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counts_after_the_end_are_ignored_and_warned_about_once() {
+        let store = MemoryStore::default();
+        let (engine, events) = engine(&store, EngineOptions::default());
+        let job = engine.start_job(stoppable()).await.unwrap();
+        engine.add_counts(job.id(), 2.0, 0.0);
+        engine.end_job(&job, true, EndResults::Null).await.unwrap();
+        for _ in 0..3 {
+            engine.add_counts(job.id(), 1.0, 0.0);
+            engine.set_total(job.id(), Bson::Int32(9));
+            assert!(
+                !engine.item_finished(&job, true),
+                "no item starts after the end"
+            );
+        }
+        run_for(Duration::from_secs(1)).await;
+        let ended = store.job(job.id()).unwrap();
+        assert_eq!(ended.get_i32("good"), Ok(2));
+        assert_eq!(ended.get_i32("processed"), Ok(2));
+        assert!(!ended.contains_key("total"));
+        assert_eq!(
+            events.logged("after it ended; it is ignored"),
+            2,
+            "once by id, once by handle"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counts_for_another_processs_job_are_added_while_it_runs() {
+        let store = MemoryStore::default();
+        let (owner, _) = engine(&store, EngineOptions::default());
+        let (other, events) = engine(&store, EngineOptions::default());
+        let job = owner.start_job(stoppable()).await.unwrap();
+        other.add_counts(job.id(), 2.0, 1.0);
+        run_for(Duration::from_millis(300)).await;
+        assert_eq!(
+            store.job(job.id()).unwrap().get("processed"),
+            Some(&Bson::Double(3.0))
+        );
+        owner.end_job(&job, true, EndResults::Null).await.unwrap();
+        other.add_counts(job.id(), 5.0, 0.0);
+        run_for(Duration::from_millis(300)).await;
+        assert_eq!(
+            store.job(job.id()).unwrap().get_i32("good"),
+            Ok(0),
+            "the owner's end is final"
+        );
+        assert_eq!(events.logged("which has ended or does not exist"), 1);
+    }
+
+    /// Runs items of 100 ms, asking before each whether it may start, as the JavaScript
+    /// range runner does; records when each item started.
+    struct Items {
+        job: Arc<LiveJob>,
+        started: std::sync::Mutex<Vec<Instant>>,
+    }
+
+    impl ItemRunner for Arc<Items> {
+        fn run_items(
+            &self,
+            items: std::ops::Range<usize>,
+        ) -> futures::future::BoxFuture<'static, Result<usize>> {
+            let this = self.clone();
+            Box::pin(async move {
+                let mut finished = 0;
+                for _ in items {
+                    if !this.job.may_start_item() {
+                        break;
+                    }
+                    this.started.lock().unwrap().push(Instant::now());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = this.job.add_counts(1.0, 0.0);
+                    finished += 1;
+                }
+                Ok(finished)
             })
-            .map_err(|_| crate::Error::from(ErrorKind::ShuttingDown))?;
-        done.await
-            .map_err(|_| crate::Error::from(ErrorKind::ShuttingDown))?
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_owner_cut_off_longer_than_the_bound_stops_and_never_changes_the_swept_job() {
+        let store = MemoryStore::default();
+        let (owner, owner_events) = engine(&store, three_seconds());
+        let (_sweeper, _) = engine(&store, three_seconds());
+        let job = owner.start_job(stoppable()).await.unwrap();
+        let items = Arc::new(Items {
+            job: job.clone(),
+            started: Default::default(),
+        });
+        let batch = tokio::spawn({
+            let (job, items) = (job.clone(), items.clone());
+            let owner = Arc::new(owner);
+            async move {
+                owner
+                    .run_batch(&job, 200, &items, BatchOptions::default())
+                    .await
+            }
+        });
+        run_for(Duration::from_secs(1)).await;
+        let cut_at = Instant::now();
+        store.set_owner_cut_off(owner_events_worker(&store, job.id()).as_str(), true);
+        run_for(Duration::from_secs(9)).await;
+        let swept: Document = store.job(job.id()).unwrap();
+        assert_eq!(swept.get_str("status"), Ok("failed"));
+        assert_eq!(swept.get_bool("interrupted"), Ok(true));
+        let last_start = *items.started.lock().unwrap().last().unwrap();
+        assert!(
+            last_start - cut_at < Duration::from_secs(3),
+            "no item starts once the lease lapsed (2 s), before the sweep (3 s and more)"
+        );
+        store.set_owner_cut_off(owner_events_worker(&store, job.id()).as_str(), false);
+        let outcome = tokio::time::timeout(Duration::from_secs(5), batch)
+            .await
+            .expect("the batch ends once the loss is found")
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome, BatchOutcome::Gone);
+        run_for(Duration::from_secs(5)).await;
+        assert_eq!(
+            store.job(job.id()).unwrap(),
+            swept,
+            "the swept job never changes again"
+        );
+        assert_eq!(owner_events.logged("is no longer this process's"), 1);
+        let after = items.started.lock().unwrap().len();
+        run_for(Duration::from_secs(2)).await;
+        assert_eq!(items.started.lock().unwrap().len(), after);
+    }
+
+    fn owner_events_worker(store: &MemoryStore, id: &str) -> String {
+        store
+            .job(id)
+            .unwrap()
+            .get_str("workerId")
+            .unwrap()
+            .to_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_ends_the_jobs_that_outlive_it_as_interrupted() {
+        let store = MemoryStore::default();
+        let (engine, _) = engine(&store, EngineOptions::default());
+        let job = engine.start_job(stoppable()).await.unwrap();
+        engine.add_counts(job.id(), 4.0, 0.0);
+        assert_eq!(engine.drain(Duration::from_secs(1)).await, 1);
+        let ended = store.job(job.id()).unwrap();
+        assert_eq!(ended.get_bool("interrupted"), Ok(true));
+        assert_eq!(ended.get_i32("good"), Ok(4));
+        assert!(matches!(
+            engine.start_job(stoppable()).await.unwrap_err().kind(),
+            ErrorKind::ShuttingDown
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_writes_pending_counts_and_returns_by_its_deadline_even_if_the_store_hangs() {
+        let store = MemoryStore::default();
+        let (closing, _) = engine(&store, EngineOptions::default());
+        let job = closing.start_job(stoppable()).await.unwrap();
+        closing.add_counts(job.id(), 3.0, 0.0);
+        closing.close(Duration::from_secs(1)).await;
+        assert_eq!(store.job(job.id()).unwrap().get_i32("good"), Ok(3));
+
+        let (stuck, _) = engine(&store, EngineOptions::default());
+        let job = stuck.start_job(stoppable()).await.unwrap();
+        stuck.add_counts(job.id(), 3.0, 0.0);
+        store.set_hanging(true);
+        let began = Instant::now();
+        stuck.close(Duration::from_secs(2)).await;
+        assert_eq!(began.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_engine_stops_its_tasks() {
+        let store = MemoryStore::default();
+        let (engine, _) = engine(&store, three_seconds());
+        let _job = engine.start_job(stoppable()).await.unwrap();
+        run_for(Duration::from_secs(2)).await;
+        drop(engine);
+        run_for(Duration::from_millis(10)).await;
+        let calls = ["find_canceling", "heartbeat", "server_time"].map(|m| store.calls(m));
+        run_for(Duration::from_secs(10)).await;
+        assert_eq!(
+            ["find_canceling", "heartbeat", "server_time"].map(|m| store.calls(m)),
+            calls
+        );
+        let _ = doc! {};
     }
 }

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use mongodb::error::{ErrorKind as DriverErrorKind, WriteFailure};
+
 /// The result type of every fallible core operation.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -56,6 +58,16 @@ pub enum ErrorKind {
         /// The decoder's error.
         source: mongodb::bson::de::Error,
     },
+    /// A job's final write was given up.
+    #[error("apostrophe-jobs: the end of job {id} could not be written ({source}); {fate}")]
+    EndNotWritten {
+        /// The job.
+        id: String,
+        /// What becomes of the job.
+        fate: &'static str,
+        /// Why the last attempt failed.
+        source: Error,
+    },
     /// The engine was closed (the site is shutting down).
     #[error("apostrophe-jobs: the job engine is shutting down; no new work is accepted")]
     ShuttingDown,
@@ -89,12 +101,47 @@ impl Error {
     /// Whether the server rejected a write because the document would exceed the BSON size
     /// limit (16 MB), which `end` answers by retrying without `results`.
     pub fn is_document_too_large(&self) -> bool {
-        match self.kind() {
-            ErrorKind::Database { source, .. } => crate::store::is_too_large(source),
-            _ => false,
-        }
+        const TOO_LARGE_CODES: [i32; 4] = [10334, 17419, 17420, 13548];
+        let ErrorKind::Database { source, .. } = self.kind() else {
+            return false;
+        };
+        let code = match source.kind.as_ref() {
+            DriverErrorKind::Write(WriteFailure::WriteError(e)) => Some(e.code),
+            DriverErrorKind::Command(e) => Some(e.code),
+            _ => None,
+        };
+        code.is_some_and(|code| TOO_LARGE_CODES.contains(&code))
+            || source.to_string().contains("too large")
+            || source.to_string().contains("larger than")
+    }
+
+    /// Whether the error is about reaching the server rather than about the write itself, so
+    /// that trying again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        let ErrorKind::Database { source, .. } = self.kind() else {
+            return false;
+        };
+        let code = match source.kind.as_ref() {
+            DriverErrorKind::Command(e) => Some(e.code),
+            DriverErrorKind::Write(WriteFailure::WriteConcernError(e)) => Some(e.code),
+            _ => None,
+        };
+        matches!(
+            source.kind.as_ref(),
+            DriverErrorKind::Io(_)
+                | DriverErrorKind::ServerSelection { .. }
+                | DriverErrorKind::ConnectionPoolCleared { .. }
+        ) || source.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+            || code.is_some_and(|code| RETRYABLE_WRITE_CODES.contains(&code))
     }
 }
+
+/// The codes after which the retryable-writes specification retries a write (a primary
+/// stepping down, a shutdown, the network), for writes the driver does not retry itself: the
+/// final update is a raw command.
+const RETRYABLE_WRITE_CODES: [i32; 12] = [
+    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+];
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,5 +163,31 @@ where
         Error {
             kind: Box::new(err.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::doc;
+
+    #[test]
+    fn a_primary_stepping_down_is_transient_a_refused_write_is_not() {
+        let command_error = |code: i32| {
+            let failure: mongodb::error::CommandError =
+                mongodb::bson::from_document(doc! { "code": code, "codeName": "X", "errmsg": "x" })
+                    .unwrap();
+            Error::database("update", DriverErrorKind::Command(failure).into())
+        };
+        assert!(command_error(10107).is_transient(), "NotWritablePrimary");
+        assert!(command_error(189).is_transient(), "PrimarySteppedDown");
+        assert!(!command_error(2).is_transient(), "BadValue");
+        assert!(!command_error(10334).is_transient(), "BSONObjectTooLarge");
+        assert!(command_error(10334).is_document_too_large());
+        let io = Error::database(
+            "update",
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset).into(),
+        );
+        assert!(io.is_transient());
     }
 }

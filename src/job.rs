@@ -1,17 +1,12 @@
 //! The job document and its rules, free of I/O: ids, statuses, the initial document in the
-//! 2.x field order, and the updates that end or halt a job.
+//! 2.x field order, and the fields that end a job.
 
-use mongodb::bson::{doc, Bson, DateTime, Document};
+use mongodb::bson::{doc, Bson, Document};
 
 /// A new job id: a v4 UUID in its simple (32 lowercase hex digits) form, which passes
 /// Apostrophe's `launder.id` (`/^[A-Za-z0-9_]+$/`); the hyphenated form would not.
 pub fn new_job_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
-}
-
-/// Whether `id` is a string Apostrophe's `launder.id` would keep unchanged.
-pub fn is_laundered_id(id: &str) -> bool {
-    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// The `status` field. Serialises to the exact 2.x strings.
@@ -99,81 +94,139 @@ pub struct NewJob {
     pub user_id: Option<String>,
 }
 
-/// The process that runs a job and keeps its heartbeat (additive fields `workerId`,
-/// `heartbeatAt`), so another process can tell a job whose process died.
-#[derive(Debug, Clone)]
-pub struct Worker {
-    /// This process's engine id.
-    pub id: String,
+/// How the first write of a job stamps a field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Initial {
+    /// This value.
+    Value(Bson),
+    /// The database server's clock at the insert: one clock for every process, whatever
+    /// their own clocks say.
+    ServerTime,
 }
 
 impl NewJob {
-    /// The document `start` inserts, field for field and type for type what 2.x inserts:
-    /// `_id, good, bad, processed, status, ended, canceling, labels, when, canCancel, canStop`,
-    /// counters as Int32 (as the Node driver writes small integers), `when` a BSON date.
+    /// The fields `start` inserts, in order: field for field and type for type what 2.x
+    /// inserts (`_id, good, bad, processed, status, ended, canceling, labels, when, canCancel,
+    /// canStop`, counters as Int32 as the Node driver writes small integers, `when` a date),
+    /// then the additive ones: `userId` when known, the owning process `workerId`, and
+    /// `heartbeatAt` when heartbeats are on.
     ///
-    /// Additive fields follow the 2.x ones: `userId` when known, then `workerId` and
-    /// `heartbeatAt` when the job has a worker.
-    pub fn into_document(self, id: &str, now: DateTime, worker: Option<&Worker>) -> Document {
-        let mut document = doc! {
-            "_id": id,
-            "good": 0_i32,
-            "bad": 0_i32,
-            "processed": 0_i32,
-            "status": JobStatus::Running,
-            "ended": false,
-            "canceling": false,
-            "labels": self.labels,
-            "when": now,
-            "canCancel": self.can_cancel,
-            "canStop": self.can_stop,
-        };
+    /// Unlike 2.x, `when` comes from the database server's clock, like every other time the
+    /// core writes, so a job's times agree whatever the site process's clock says.
+    pub fn initial_fields(
+        self,
+        id: &str,
+        worker_id: &str,
+        heartbeats: bool,
+    ) -> Vec<(&'static str, Initial)> {
+        let value = |value: Bson| Initial::Value(value);
+        let mut fields = vec![
+            ("_id", value(id.into())),
+            ("good", value(Bson::Int32(0))),
+            ("bad", value(Bson::Int32(0))),
+            ("processed", value(Bson::Int32(0))),
+            ("status", value(JobStatus::Running.into())),
+            ("ended", value(false.into())),
+            ("canceling", value(false.into())),
+            ("labels", value(Bson::Document(self.labels))),
+            ("when", Initial::ServerTime),
+            ("canCancel", value(self.can_cancel.into())),
+            ("canStop", value(self.can_stop.into())),
+        ];
         if let Some(user_id) = self.user_id {
-            document.insert("userId", user_id);
+            fields.push(("userId", value(user_id.into())));
         }
-        if let Some(worker) = worker {
-            document.insert("workerId", worker.id.as_str());
-            document.insert("heartbeatAt", now);
+        fields.push(("workerId", value(worker_id.into())));
+        if heartbeats {
+            fields.push(("heartbeatAt", Initial::ServerTime));
         }
-        document
+        fields
     }
 }
 
-/// The `$set` of `end(job, success, results)`. Unlike 2.x it also clears `canceling`, so a
-/// stop requested during the last item does not leave "Stopping..." on a completed job.
-/// `endedAt` (additive) records when, for retention.
-///
-/// `results` is written as `null` here, in its place among the fields; the writer puts the
-/// raw results there (see [`crate::results`]), or leaves `null` when they are too large.
-pub fn end_fields(success: bool, now: DateTime) -> Document {
-    let status = if success {
-        JobStatus::Completed
-    } else {
-        JobStatus::Failed
-    };
-    doc! { "ended": true, "status": status, "results": Bson::Null, "canceling": false, "endedAt": now }
+/// How a job ends: the `$set` of its final write, which also carries its last counts. Every
+/// ending stamps the additive `endedAt` with the database server's clock (for retention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    status: JobStatus,
+    interrupted: bool,
+    with_results: bool,
 }
 
-/// The `$set` written once a stop/cancel hook has acknowledged.
-pub fn halt_fields(kind: HaltKind, failed: bool, now: DateTime) -> Document {
-    let status = if failed {
-        JobStatus::Failed
-    } else {
-        kind.final_status()
-    };
-    doc! { "ended": true, "canceling": false, "status": status, "endedAt": now }
-}
+impl Ending {
+    /// `end(job, success, results)`: `completed` or `failed`, with `results`. Unlike 2.x it
+    /// also clears `canceling`, so a stop requested during the last item does not leave
+    /// "Stopping..." on a completed job.
+    pub fn end(success: bool) -> Self {
+        let status = if success {
+            JobStatus::Completed
+        } else {
+            JobStatus::Failed
+        };
+        Ending {
+            status,
+            interrupted: false,
+            with_results: true,
+        }
+    }
 
-/// The `$set` that ends a job whose work was interrupted (its process died or drained before
-/// it finished): `failed`, so the unchanged modal shows "Failed" and can be closed, with the
-/// additive marker `interrupted: true`.
-pub fn interrupted_fields(now: DateTime) -> Document {
-    doc! {
-        "ended": true,
-        "canceling": false,
-        "status": JobStatus::Failed,
-        "interrupted": true,
-        "endedAt": now,
+    /// A stop/cancel hook acknowledged: `stopped`/`canceled`, or `failed` when it reported an
+    /// error. A halted job has no `results` key, as in 2.x.
+    pub fn halt(kind: HaltKind, failed: bool) -> Self {
+        let status = if failed {
+            JobStatus::Failed
+        } else {
+            kind.final_status()
+        };
+        Ending {
+            status,
+            interrupted: false,
+            with_results: false,
+        }
+    }
+
+    /// The job's work was cut short (its process died or drained, or its work function never
+    /// acknowledged a stop): `failed`, so the unchanged modal shows "Failed" and can be
+    /// closed, with the additive marker `interrupted: true`.
+    pub fn interrupted() -> Self {
+        Ending {
+            status: JobStatus::Failed,
+            interrupted: true,
+            with_results: false,
+        }
+    }
+
+    /// The status this ending writes.
+    pub fn status(&self) -> JobStatus {
+        self.status
+    }
+
+    /// Whether the job gets a `results` field.
+    pub fn has_results(&self) -> bool {
+        self.with_results
+    }
+
+    /// The `$set` of the ending. `results` is written as `null` here, in its place among the
+    /// fields; the final write puts the raw results there (see [`crate::results`]), or leaves
+    /// `null`.
+    pub fn set_fields(&self) -> Document {
+        let mut set = if self.with_results {
+            doc! { "ended": true, "status": self.status, "results": Bson::Null, "canceling": false }
+        } else {
+            doc! { "ended": true, "canceling": false, "status": self.status }
+        };
+        if self.interrupted {
+            set.insert("interrupted", true);
+        }
+        set
+    }
+
+    /// Whether `job` (as read back) ended this way: how a retried final write whose first
+    /// attempt landed without its reply tells its own ending from another process's.
+    pub fn is_recorded_in(&self, job: &Document) -> bool {
+        job.get_bool("ended").unwrap_or(false)
+            && job.get_str("status").ok() == Some(self.status.as_str())
+            && job.get_bool("interrupted").unwrap_or(false) == self.interrupted
     }
 }
 
@@ -192,22 +245,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn job_ids_are_32_hex_digits_and_pass_launder_id() {
+    fn job_ids_are_32_hex_digits_as_launder_id_keeps_them() {
         let id = new_job_id();
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert!(is_laundered_id(&id));
         assert_ne!(id, new_job_id());
     }
 
-    #[test]
-    fn launder_rules_reject_operators_and_punctuation() {
-        assert!(is_laundered_id("ck7y2n1q80000q7b3x9d2h4kf"));
-        assert!(is_laundered_id("a_B_9"));
-        assert!(!is_laundered_id(""));
-        assert!(!is_laundered_id("$ne"));
-        assert!(!is_laundered_id("a-b"));
-        assert!(!is_laundered_id("a b"));
+    fn keys(fields: &[(&'static str, Initial)]) -> Vec<&'static str> {
+        fields.iter().map(|(key, _)| *key).collect()
     }
 
     #[test]
@@ -218,11 +264,9 @@ mod tests {
             can_stop: true,
             user_id: None,
         };
-        let now = DateTime::from_millis(1_584_626_531_123);
-        let document = job.into_document("abc", now, None);
-        let keys: Vec<&str> = document.keys().map(String::as_str).collect();
+        let fields = job.initial_fields("abc", "w1", false);
         assert_eq!(
-            keys,
+            keys(&fields)[..11],
             [
                 "_id",
                 "good",
@@ -237,24 +281,23 @@ mod tests {
                 "canStop"
             ]
         );
-        assert_eq!(document.get("good"), Some(&Bson::Int32(0)));
-        assert_eq!(document.get("when"), Some(&Bson::DateTime(now)));
-        assert_eq!(document.get_str("status").unwrap(), "running");
-        assert!(document.get_bool("canStop").unwrap());
+        assert_eq!(fields[1].1, Initial::Value(Bson::Int32(0)));
+        assert_eq!(fields[8].1, Initial::ServerTime, "when");
+        assert_eq!(fields[4].1, Initial::Value("running".into()));
+        assert_eq!(fields[10].1, Initial::Value(true.into()));
     }
 
     #[test]
-    fn additive_fields_come_after_the_2x_ones() {
+    fn additive_fields_come_after_the_2x_ones_and_the_heartbeat_is_the_servers() {
         let job = NewJob {
             user_id: Some("u1".to_owned()),
             ..Default::default()
         };
-        let worker = Worker {
-            id: "w1".to_owned(),
-        };
-        let document = job.into_document("abc", DateTime::now(), Some(&worker));
-        let keys: Vec<&str> = document.keys().map(String::as_str).skip(11).collect();
-        assert_eq!(keys, ["userId", "workerId", "heartbeatAt"]);
+        let fields = job.clone().initial_fields("abc", "w1", true);
+        assert_eq!(keys(&fields)[11..], ["userId", "workerId", "heartbeatAt"]);
+        assert_eq!(fields[13].1, Initial::ServerTime);
+        let without = job.initial_fields("abc", "w1", false);
+        assert_eq!(keys(&without)[11..], ["userId", "workerId"]);
     }
 
     #[test]
@@ -265,31 +308,42 @@ mod tests {
     }
 
     #[test]
-    fn halts_write_their_status_or_failed() {
-        let now = DateTime::now();
-        let status = |kind, failed| {
-            halt_fields(kind, failed, now)
-                .get_str("status")
-                .unwrap()
-                .to_owned()
-        };
+    fn halts_write_their_status_or_failed_and_no_results() {
+        let status = |kind, failed| Ending::halt(kind, failed).status().as_str();
         assert_eq!(status(HaltKind::Stop, false), "stopped");
         assert_eq!(status(HaltKind::Cancel, false), "canceled");
         assert_eq!(status(HaltKind::Cancel, true), "failed");
-        let interrupted = interrupted_fields(now);
+        let fields = Ending::halt(HaltKind::Stop, false).set_fields();
+        assert_eq!(
+            fields,
+            doc! { "ended": true, "canceling": false, "status": "stopped" }
+        );
+        let interrupted = Ending::interrupted().set_fields();
         assert_eq!(interrupted.get_str("status").unwrap(), "failed");
         assert!(interrupted.get_bool("interrupted").unwrap());
     }
 
     #[test]
     fn end_clears_canceling_and_always_writes_results() {
-        let now = DateTime::now();
-        let fields = end_fields(true, now);
-        assert_eq!(fields.get("endedAt"), Some(&Bson::DateTime(now)));
-        assert_eq!(fields.get_str("status").unwrap(), "completed");
-        assert_eq!(fields.get("results"), Some(&Bson::Null));
-        assert!(!fields.get_bool("canceling").unwrap());
-        assert_eq!(end_fields(false, now).get_str("status").unwrap(), "failed");
+        let fields = Ending::end(true).set_fields();
+        assert_eq!(
+            fields,
+            doc! { "ended": true, "status": "completed", "results": Bson::Null, "canceling": false }
+        );
+        assert_eq!(Ending::end(false).status(), JobStatus::Failed);
+    }
+
+    #[test]
+    fn an_ending_recognises_itself_but_not_another_processs() {
+        let ours = Ending::end(false);
+        let swept = doc! { "ended": true, "status": "failed", "interrupted": true };
+        assert!(
+            !ours.is_recorded_in(&swept),
+            "the sweeper's failed is not ours"
+        );
+        assert!(Ending::interrupted().is_recorded_in(&swept));
+        assert!(ours.is_recorded_in(&doc! { "ended": true, "status": "failed" }));
+        assert!(!ours.is_recorded_in(&doc! { "ended": false, "status": "failed" }));
     }
 
     #[test]

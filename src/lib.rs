@@ -3,39 +3,48 @@
 //! apostrophe-jobs-native: the Rust core of a drop-in replacement for ApostropheCMS 2.x's
 //! `apostrophe-jobs`, and its Node.js bindings.
 //!
-//! The core (`job`, `counters`, `store`, `engine`, `watcher`, `writer`, `batch`, `percent`)
-//! knows nothing of Node.js; this file only converts JavaScript values to core types and
-//! back. The JavaScript module (`index.js`, `lib/`) is the only caller of these bindings.
+//! The core knows nothing of Node.js. Its layers depend one way:
+//! [`engine`] (the front door) → [`batch`] and [`tasks`] (writer, watcher, heartbeat, sweeper,
+//! final write) → [`state`] (the live jobs and their rules) → [`store`], [`counters`],
+//! [`results`], [`job`], [`options`], [`events`], [`error`]. This file only converts
+//! JavaScript values to core types and back; the JavaScript module (`index.js`, `lib/`) is the
+//! only caller of these bindings, whose typings are in `binding.d.ts`.
 
 pub mod batch;
 pub mod counters;
 pub mod engine;
 mod error;
+pub mod events;
 pub mod job;
-pub mod percent;
+pub mod options;
 pub mod results;
+pub mod state;
 pub mod store;
-mod watcher;
-mod writer;
+pub mod tasks;
 
 pub use error::{Error, ErrorKind, Result};
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use mongodb::bson::{Bson, Document};
-use napi::bindgen_prelude::{Buffer, FnArgs, Promise};
+use napi::bindgen_prelude::{Buffer, FnArgs};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
+use tokio::sync::oneshot;
 
-use crate::batch::{BatchOptions, BatchOutcome, ChunkReport, ItemRunner};
-use crate::engine::{Engine, EngineEvents, EngineOptions, LogLevel};
+use crate::batch::{BatchOptions, BatchOutcome, ItemRunner};
+use crate::engine::Engine;
+use crate::events::{EngineEvents, LogLevel};
 use crate::job::{HaltKind, NewJob};
+use crate::options::EngineOptions;
 use crate::results::{EndResults, RawValue};
+use crate::state::LiveJob;
 use crate::store::StoreOptions;
+use crate::tasks::finish::EndOutcome;
 
 impl From<Error> for napi::Error {
     fn from(error: Error) -> Self {
@@ -47,7 +56,8 @@ impl From<Error> for napi::Error {
     }
 }
 
-/// Where the jobs live and how often the background tasks run.
+/// Where the jobs live and how often the background tasks run. The JavaScript module checks
+/// every value (and names the site option) before it connects.
 #[napi(object)]
 pub struct ConnectOptions {
     /// The site's MongoDB connection string.
@@ -58,7 +68,7 @@ pub struct ConnectOptions {
     pub collection: Option<String>,
     /// How long the start-up ping may take, in ms. Defaults to 10,000.
     pub connect_timeout_ms: Option<u32>,
-    /// How often pending counts are written at most, in ms. Defaults to 100.
+    /// How soon counts of quick items are written, at most, in ms. Defaults to 100.
     pub flush_interval_ms: Option<u32>,
     /// How often stop requests are looked for, in ms. Defaults to 250.
     pub watch_interval_ms: Option<u32>,
@@ -66,12 +76,19 @@ pub struct ConnectOptions {
     /// Defaults to 60,000.
     pub finish_retry_window_ms: Option<u32>,
     /// How long a running job's process may stay silent before another process ends the job
-    /// as interrupted, in ms. Defaults to 30,000; 0 turns heartbeats off.
+    /// as interrupted, in ms (at least 1,000). Defaults to 30,000.
     pub orphan_after_ms: Option<u32>,
+    /// Whether heartbeats are sent and other processes' silent jobs ended. Defaults to true.
+    pub heartbeats: Option<bool>,
+    /// How long items in flight (or a work function) may take to stop once a stop was
+    /// requested, in ms. Defaults to 10,000.
+    pub stop_grace_ms: Option<u32>,
     /// How many failed items a job keeps in `failedItems`. Defaults to 100.
     pub keep_failed_items: Option<u32>,
     /// Ended jobs are deleted this many seconds after `endedAt`. Defaults to never.
     pub expire_after_seconds: Option<u32>,
+    /// Insert jobs as servers before MongoDB 4.2 need (found out at connect; for tests).
+    pub legacy_insert: Option<bool>,
 }
 
 fn millis(value: Option<u32>) -> Option<Duration> {
@@ -86,11 +103,14 @@ impl From<ConnectOptions> for EngineOptions {
                 database: options.database,
                 collection: options.collection,
                 connect_timeout: millis(options.connect_timeout_ms),
+                legacy_insert: options.legacy_insert,
             }),
             flush_interval: millis(options.flush_interval_ms),
             watch_interval: millis(options.watch_interval_ms),
             finish_retry_window: millis(options.finish_retry_window_ms),
             orphan_after: millis(options.orphan_after_ms),
+            heartbeats: options.heartbeats,
+            stop_grace: millis(options.stop_grace_ms),
             keep_failed_items: options.keep_failed_items.map(|n| n as usize),
             expire_after: options
                 .expire_after_seconds
@@ -99,13 +119,38 @@ impl From<ConnectOptions> for EngineOptions {
     }
 }
 
+/// A new job.
+#[napi(object)]
+pub struct StartJobOptions {
+    /// `options.labels || {}`, as BSON (made with the site driver's types).
+    pub labels: Buffer,
+    /// Whether the job has a cancel hook (`!!options.cancel`).
+    pub can_cancel: bool,
+    /// Whether the job has a stop hook (`!!options.stop`).
+    pub can_stop: bool,
+    /// The id of the user who started the job (additive field `userId`).
+    pub user_id: Option<String>,
+}
+
 /// How a batch runs.
 #[napi(object)]
 pub struct RunBatchOptions {
-    /// How many items run at once. Defaults to 1.
+    /// How many items run at once (the range runner runs them; ranges are sized for it).
+    /// Defaults to 1.
     pub concurrency: Option<u32>,
-    /// The largest range of items per call of the item runner. Defaults to 1,024.
-    pub max_chunk: Option<u32>,
+    /// The largest range of items per call of the range runner. Defaults to 4,096.
+    pub max_range: Option<u32>,
+}
+
+/// How a job's end is written.
+#[napi(object)]
+pub struct EndJobOptions {
+    /// `completed` when true, `failed` otherwise.
+    pub success: bool,
+    /// `results` as a BSON `{ value }` document; absent for `null`.
+    pub results: Option<Buffer>,
+    /// Write the results the job gathered with `addResults` instead.
+    pub gathered: Option<bool>,
 }
 
 /// A running job's counts.
@@ -117,13 +162,41 @@ pub struct LiveCounts {
     pub bad: f64,
 }
 
-/// What the JavaScript item runner reports for a range of items.
-#[napi(object)]
-pub struct ChunkResult {
-    /// How many items ran to completion.
-    pub finished: u32,
-    /// Whether the runner stopped early because the job is halting.
-    pub halted: bool,
+/// How a batch ended.
+#[napi(string_enum = "lowercase")]
+pub enum BatchResult {
+    /// Every item ran; end the job.
+    Completed,
+    /// A stop was picked up and the items in flight finished; acknowledge the stop.
+    Stopped,
+    /// A stop was picked up and items in flight did not finish within the stop grace: they
+    /// are abandoned (a late callback is ignored); acknowledge the stop.
+    Abandoned,
+    /// A drain cut the batch short; the job was ended as interrupted.
+    Drained,
+    /// The job ended or was lost while its batch ran; nothing more to do.
+    Gone,
+}
+
+/// What became of a job's end.
+#[napi(string_enum = "camelCase")]
+pub enum EndResult {
+    /// The ending is in the job document.
+    Written,
+    /// This process was done with the job already: nothing written.
+    AlreadyGone,
+    /// Another process had ended the job (the loss was logged): nothing written.
+    Lost,
+}
+
+impl From<EndOutcome> for EndResult {
+    fn from(outcome: EndOutcome) -> Self {
+        match outcome {
+            EndOutcome::Written => EndResult::Written,
+            EndOutcome::AlreadyGone => EndResult::AlreadyGone,
+            EndOutcome::Lost => EndResult::Lost,
+        }
+    }
 }
 
 // Weak: a hook or log function must never keep Node alive on its own.
@@ -137,12 +210,17 @@ type HaltHookFn = ThreadsafeFunction<
 >;
 type LogFn =
     ThreadsafeFunction<FnArgs<(String, String)>, (), FnArgs<(String, String)>, Status, false, true>;
-// Strong: a batch in progress keeps the process alive, as the 2.x loop did.
-type RunChunkFn =
-    ThreadsafeFunction<FnArgs<(u32, u32)>, Promise<ChunkResult>, FnArgs<(u32, u32)>, Status, false>;
+// Strong: a batch in progress keeps the process alive, as the 2.x loop did. The function
+// reports back through `JobHandle.rangeDone`, never through a returned promise, so a range
+// whose item never calls back waits for a stop, a drain or the job's end, and nothing that
+// the garbage collector does ends it.
+type RunRangeFn = ThreadsafeFunction<FnArgs<(u32, u32)>, (), FnArgs<(u32, u32)>, Status, false>;
+
+type CutOffFn = ThreadsafeFunction<String, (), String, Status, false, true>;
 
 struct JsEvents {
     on_halt: HaltHookFn,
+    on_cut_off: CutOffFn,
     on_log: LogFn,
 }
 
@@ -168,6 +246,11 @@ impl EngineEvents for JsEvents {
             .call(args.into(), ThreadsafeFunctionCallMode::NonBlocking);
     }
 
+    fn job_cut_off(&self, id: &str) {
+        self.on_cut_off
+            .call(id.to_owned(), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+
     fn log(&self, level: LogLevel, message: String) {
         let level = match level {
             LogLevel::Warn => "warn",
@@ -180,30 +263,36 @@ impl EngineEvents for JsEvents {
     }
 }
 
-struct JsItemRunner {
-    run_chunk: Arc<RunChunkFn>,
+/// Where the report of the range in flight goes.
+type RangeReport = Arc<Mutex<Option<oneshot::Sender<std::result::Result<usize, String>>>>>;
+
+struct JsRangeRunner {
+    run_range: RunRangeFn,
+    report: RangeReport,
 }
 
-impl ItemRunner for JsItemRunner {
-    fn run_items(&self, items: Range<usize>) -> BoxFuture<'static, Result<ChunkReport>> {
-        let run_chunk = self.run_chunk.clone();
+impl ItemRunner for JsRangeRunner {
+    fn run_items(&self, items: Range<usize>) -> BoxFuture<'static, Result<usize>> {
+        let (sender, receiver) = oneshot::channel();
+        *self.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
         // Batches are capped at u32::MAX items by `run_batch`'s `count` argument.
-        let range = (items.start as u32, items.end as u32);
+        let status = self.run_range.call(
+            (items.start as u32, items.end as u32).into(),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
         Box::pin(async move {
-            let callback_failed = |error: napi::Error| {
+            let failed = |message: String| {
                 Error::from(ErrorKind::Callback {
-                    message: format!("the batch item runner failed: {}", error.reason),
+                    message: format!("the batch's range runner failed: {message}"),
                 })
             };
-            let promise = run_chunk
-                .call_async_catch(range.into())
-                .await
-                .map_err(callback_failed)?;
-            let result = promise.await.map_err(callback_failed)?;
-            Ok(ChunkReport {
-                finished: result.finished as usize,
-                halted: result.halted,
-            })
+            if status != Status::Ok {
+                return Err(failed(format!("it could not be called ({status})")));
+            }
+            match receiver.await {
+                Ok(report) => report.map_err(failed),
+                Err(_) => Err(failed("its report was dropped".to_owned())),
+            }
         })
     }
 }
@@ -223,54 +312,82 @@ fn read_value(bytes: &[u8], what: &'static str) -> Result<Bson> {
 /// The job engine of one site.
 #[napi]
 pub struct JobEngine {
-    engine: Engine,
+    engine: Arc<Engine>,
 }
 
-/// Connects to the site's database and starts the writer and the stop/cancel watcher.
-/// `onHalt(jobId, hookName, jobBson)` is called when a stop is picked up for a job of this
-/// process; `onLog(level, message)` receives the engine's messages.
+/// The engine's calls into the JavaScript module. None of them may throw.
+#[napi(object, object_to_js = false)]
+pub struct EngineCallbacks {
+    /// A stop was picked up for a job of this process: call its `hookName` hook
+    /// (`stop`/`cancel`) with the job document (BSON).
+    #[napi(ts_type = "(jobId: string, hookName: string, jobBson: Buffer) => void")]
+    pub on_halt: HaltHookFn,
+    /// A job of this process ended without its work finishing (another process ended it, or
+    /// its work function never acknowledged a stop): abort its signal.
+    #[napi(ts_type = "(jobId: string) => void")]
+    pub on_cut_off: CutOffFn,
+    /// A message for the site's log (`level` is `warn` or `error`).
+    #[napi(ts_type = "(level: string, message: string) => void")]
+    pub on_log: LogFn,
+}
+
+/// Connects to the site's database and starts the engine's background tasks.
 #[napi]
 pub async fn connect(
     options: ConnectOptions,
-    on_halt: HaltHookFn,
-    on_log: LogFn,
+    callbacks: EngineCallbacks,
 ) -> napi::Result<JobEngine> {
-    let events = Arc::new(JsEvents { on_halt, on_log });
+    let events = Arc::new(JsEvents {
+        on_halt: callbacks.on_halt,
+        on_cut_off: callbacks.on_cut_off,
+        on_log: callbacks.on_log,
+    });
     let engine = Engine::connect(options.into(), events).await?;
-    Ok(JobEngine { engine })
+    Ok(JobEngine {
+        engine: Arc::new(engine),
+    })
 }
 
 #[napi]
 impl JobEngine {
-    /// Inserts a job (labels as a BSON document) and returns its id.
+    /// Inserts a job and returns its handle.
     #[napi]
-    pub async fn start_job(
-        &self,
-        labels: Buffer,
-        can_cancel: bool,
-        can_stop: bool,
-        user_id: Option<String>,
-    ) -> napi::Result<String> {
-        let labels = read_document(&labels, "labels")?;
-        let id = self
+    pub async fn start_job(&self, options: StartJobOptions) -> napi::Result<JobHandle> {
+        let labels = read_document(&options.labels, "labels")?;
+        let job = self
             .engine
             .start_job(NewJob {
                 labels,
-                can_cancel,
-                can_stop,
-                user_id,
+                can_cancel: options.can_cancel,
+                can_stop: options.can_stop,
+                user_id: options.user_id,
             })
             .await?;
-        Ok(id)
+        Ok(JobHandle {
+            engine: self.engine.clone(),
+            job,
+            range_report: Arc::default(),
+        })
     }
 
-    /// Adds to a job's counters; written within the flush interval.
+    /// The handle of a job running in this process; `null` for any other.
+    #[napi]
+    pub fn job(&self, id: String) -> Option<JobHandle> {
+        self.engine.job(&id).map(|job| JobHandle {
+            engine: self.engine.clone(),
+            job,
+            range_report: Arc::default(),
+        })
+    }
+
+    /// `good`/`bad` by job id, for a job of this process or of another; ignored (warned once)
+    /// for a job that ended.
     #[napi]
     pub fn add_counts(&self, id: String, good: f64, bad: f64) {
         self.engine.add_counts(&id, good, bad);
     }
 
-    /// Sets a job's `total` (a BSON `{ value }` document); written within the flush interval.
+    /// `setTotal` by job id (`total` a BSON `{ value }` document).
     #[napi]
     pub fn set_total(&self, id: String, total: Buffer) -> napi::Result<()> {
         let total = read_value(&total, "total")?;
@@ -278,69 +395,8 @@ impl JobEngine {
         Ok(())
     }
 
-    /// Ends a job; `results` is a BSON `{ value }` document, or absent for `null`, or with
-    /// `gathered`, the results the job gathered with `addResults`.
-    #[napi]
-    pub async fn end_job(
-        &self,
-        id: String,
-        success: bool,
-        results: Option<Buffer>,
-        gathered: Option<bool>,
-    ) -> napi::Result<()> {
-        let results = match results {
-            Some(bytes) => {
-                EndResults::Given(RawValue::from_envelope(Box::new(bytes)).map_err(|message| {
-                    Error::invalid_argument(format!(
-                        "could not read the BSON value passed for results: {message}"
-                    ))
-                })?)
-            }
-            None if gathered == Some(true) => EndResults::Gathered,
-            None => EndResults::Null,
-        };
-        self.engine.end_job(&id, success, results).await?;
-        Ok(())
-    }
-
-    /// Appends a range of a batch job's results (a BSON document `{ id: result, … }`).
-    #[napi]
-    pub fn add_results(&self, id: String, chunk: Buffer) -> napi::Result<()> {
-        self.engine.add_results(&id, &chunk)?;
-        Ok(())
-    }
-
-    /// Takes the results a batch job has gathered, as a BSON document; `null` when they grew
-    /// too large to store or the job is unknown.
-    #[napi]
-    pub fn take_results(&self, id: String) -> Option<Buffer> {
-        self.engine
-            .take_results(&id)
-            .map(|document| Buffer::from(document.into_bytes()))
-    }
-
-    /// Keeps a failed item (`itemId` a BSON `{ value }` document) in the job's `failedItems`.
-    #[napi]
-    pub fn add_failed_item(
-        &self,
-        id: String,
-        item_id: Buffer,
-        message: String,
-    ) -> napi::Result<()> {
-        let item_id = read_value(&item_id, "the failed item's id")?;
-        self.engine.add_failed_item(&id, item_id, message);
-        Ok(())
-    }
-
-    /// Ends a job whose work was cut short by a drain: `failed`, `interrupted: true`.
-    #[napi]
-    pub async fn interrupt_job(&self, id: String) -> napi::Result<()> {
-        self.engine.interrupt_job(&id).await?;
-        Ok(())
-    }
-
     /// The counts of a job of this process, including those not written yet; `null` for a
-    /// job of another process or one whose final write is done.
+    /// job of another process or one that has ended.
     #[napi]
     pub fn live_counts(&self, id: String) -> Option<LiveCounts> {
         self.engine
@@ -348,13 +404,7 @@ impl JobEngine {
             .map(|(good, bad)| LiveCounts { good, bad })
     }
 
-    /// Whether a drain has begun.
-    #[napi]
-    pub fn is_draining(&self) -> bool {
-        self.engine.is_draining()
-    }
-
-    /// Refuses new jobs, stops batch loops between items, waits up to `deadlineMs` for running
+    /// Refuses new jobs, makes batches take no new item, waits up to `deadlineMs` for running
     /// jobs to end, then ends the rest as interrupted. Resolves how many were interrupted.
     #[napi]
     pub async fn drain(&self, deadline_ms: u32) -> u32 {
@@ -378,58 +428,16 @@ impl JobEngine {
         Ok(deleted as f64)
     }
 
-    /// Records the acknowledgement of a stop/cancel hook.
-    #[napi]
-    pub async fn acknowledge_halt(&self, id: String, failed: bool) -> napi::Result<()> {
-        self.engine.acknowledge_halt(&id, failed).await?;
-        Ok(())
-    }
-
-    /// Runs a batch job's `count` items through `runChunk(start, end) → Promise<{ finished,
-    /// halted }>`, where `start..end` index the id array the caller keeps. Resolves
-    /// `"completed"` or `"halted"`.
-    #[napi]
-    pub async fn run_batch(
-        &self,
-        id: String,
-        count: u32,
-        run_chunk: RunChunkFn,
-        options: Option<RunBatchOptions>,
-    ) -> napi::Result<String> {
-        let options = options.map_or_else(BatchOptions::default, |o| BatchOptions {
-            concurrency: o.concurrency.map(|c| c as usize),
-            max_chunk: o.max_chunk.map(|c| c as usize),
-        });
-        let runner = Arc::new(JsItemRunner {
-            run_chunk: Arc::new(run_chunk),
-        });
-        let outcome = self
-            .engine
-            .run_batch(&id, count as usize, runner, options)
-            .await?;
-        Ok(match outcome {
-            BatchOutcome::Completed => "completed",
-            BatchOutcome::Halted => "halted",
-        }
-        .to_owned())
-    }
-
     /// The `cancel` route's write; resolves whether a running job matched.
     #[napi]
     pub async fn request_cancel(&self, id: String) -> napi::Result<bool> {
         Ok(self.engine.request_cancel(&id).await?)
     }
 
-    /// One stop/cancel check for a job now.
+    /// One stop/cancel check for a job of this process now.
     #[napi]
     pub async fn check_stop(&self, id: String) {
         self.engine.check_stop(&id).await;
-    }
-
-    /// How many stoppable jobs this process is watching.
-    #[napi]
-    pub fn live_jobs(&self) -> u32 {
-        self.engine.live_jobs() as u32
     }
 
     /// Writes pending counts and stops the background tasks (at most `deadlineMs`).
@@ -440,8 +448,150 @@ impl JobEngine {
     }
 }
 
-/// `((processed / total) * 100).toFixed(2)`, exactly as JavaScript computes it.
+/// A job running in this process.
 #[napi]
-pub fn percentage(processed: f64, total: f64) -> String {
-    percent::percentage(processed, total)
+pub struct JobHandle {
+    engine: Arc<Engine>,
+    job: Arc<LiveJob>,
+    range_report: RangeReport,
+}
+
+#[napi]
+impl JobHandle {
+    /// The job id.
+    #[napi(getter)]
+    pub fn id(&self) -> String {
+        self.job.id().to_owned()
+    }
+
+    /// Adds to the job's counts; written within the flush interval.
+    #[napi]
+    pub fn add_counts(&self, good: f64, bad: f64) {
+        self.engine.add_counts(self.job.id(), good, bad);
+    }
+
+    /// Counts one finished item of a batch; returns whether another item may start.
+    #[napi]
+    pub fn item_finished(&self, good: bool) -> bool {
+        self.engine.item_finished(&self.job, good)
+    }
+
+    /// Whether a new item may start: no stop, drain or end, and the job is surely still this
+    /// process's.
+    #[napi]
+    pub fn may_start_item(&self) -> bool {
+        self.job.may_start_item()
+    }
+
+    /// Keeps a failed item (`itemId` a BSON `{ value }` document) in the job's `failedItems`.
+    #[napi]
+    pub fn add_failed_item(&self, item_id: Buffer, message: String) -> napi::Result<()> {
+        let item_id = read_value(&item_id, "the failed item's id")?;
+        self.engine.add_failed_item(&self.job, item_id, message);
+        Ok(())
+    }
+
+    /// Appends a range of the job's results (a BSON document `{ id: result, … }`).
+    #[napi]
+    pub fn add_results(&self, chunk: Buffer) -> napi::Result<()> {
+        self.engine.add_results(&self.job, &chunk)?;
+        Ok(())
+    }
+
+    /// Takes the results the job gathered, as a BSON document; `null` when they grew too
+    /// large to store.
+    #[napi]
+    pub fn take_results(&self) -> Option<Buffer> {
+        self.engine
+            .take_results(&self.job)
+            .map(|document| Buffer::from(document.into_bytes()))
+    }
+
+    /// Runs the job's `count` items through `runRange(start, end)`, which runs the items at
+    /// those indexes of the id array the caller keeps and reports with `rangeDone`.
+    #[napi(
+        ts_args_type = "count: number, runRange: (start: number, end: number) => void, options?: RunBatchOptions | undefined | null"
+    )]
+    pub async fn run_batch(
+        &self,
+        count: u32,
+        run_range: RunRangeFn,
+        options: Option<RunBatchOptions>,
+    ) -> napi::Result<BatchResult> {
+        let options = options.map_or_else(BatchOptions::default, |o| BatchOptions {
+            concurrency: o.concurrency.map(|c| c as usize),
+            max_range: o.max_range.map(|c| c as usize),
+            ..Default::default()
+        });
+        let runner = JsRangeRunner {
+            run_range,
+            report: self.range_report.clone(),
+        };
+        let outcome = self
+            .engine
+            .run_batch(&self.job, count as usize, &runner, options)
+            .await?;
+        Ok(match outcome {
+            BatchOutcome::Completed => BatchResult::Completed,
+            BatchOutcome::Stopped => BatchResult::Stopped,
+            BatchOutcome::Abandoned => BatchResult::Abandoned,
+            BatchOutcome::Drained => BatchResult::Drained,
+            BatchOutcome::Gone => BatchResult::Gone,
+        })
+    }
+
+    /// The report of the range `runBatch` handed out last: how many of its items ran, or why
+    /// the range runner failed.
+    #[napi]
+    pub fn range_done(&self, finished: u32, error: Option<String>) {
+        let sender = self
+            .range_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(sender) = sender {
+            let _ = sender.send(match error {
+                Some(message) => Err(message),
+                None => Ok(finished as usize),
+            });
+        }
+    }
+
+    /// Ends the job.
+    #[napi]
+    pub async fn end(&self, options: EndJobOptions) -> napi::Result<EndResult> {
+        let results = match options.results {
+            Some(bytes) => {
+                EndResults::Given(RawValue::from_envelope(Box::new(bytes)).map_err(|message| {
+                    Error::invalid_argument(format!(
+                        "could not read the BSON value passed for results: {message}"
+                    ))
+                })?)
+            }
+            None if options.gathered == Some(true) => EndResults::Gathered,
+            None => EndResults::Null,
+        };
+        let outcome = self
+            .engine
+            .end_job(&self.job, options.success, results)
+            .await?;
+        Ok(outcome.into())
+    }
+
+    /// Records the acknowledgement of the job's stop/cancel hook (`failed` when it reported
+    /// an error).
+    #[napi]
+    pub async fn acknowledge_halt(&self, failed: bool) -> napi::Result<EndResult> {
+        Ok(self
+            .engine
+            .acknowledge_halt(&self.job, failed)
+            .await?
+            .into())
+    }
+
+    /// Ends the job as interrupted (`failed`, `interrupted: true`).
+    #[napi]
+    pub async fn interrupt(&self) -> napi::Result<EndResult> {
+        Ok(self.engine.interrupt_job(&self.job).await?.into())
+    }
 }

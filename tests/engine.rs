@@ -4,11 +4,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apostrophe_jobs_native::engine::{Engine, EngineEvents, EngineOptions, LogLevel};
-use apostrophe_jobs_native::job::{HaltKind, NewJob};
+use apostrophe_jobs_native::engine::Engine;
+use apostrophe_jobs_native::events::{EngineEvents, LogLevel};
+use apostrophe_jobs_native::job::{Ending, HaltKind, NewJob};
+use apostrophe_jobs_native::options::EngineOptions;
 use apostrophe_jobs_native::results::{EndResults, RawValue};
-use apostrophe_jobs_native::store::{JobStore, StoreOptions};
-use mongodb::bson::{doc, Bson, Document};
+use apostrophe_jobs_native::store::{Fenced, MongoStore, Store, StoreOptions};
+use apostrophe_jobs_native::tasks::finish::EndOutcome;
+use mongodb::bson::{doc, Bson, DateTime, Document};
 
 #[derive(Default)]
 struct RecordedEvents {
@@ -22,6 +25,10 @@ impl EngineEvents for RecordedEvents {
             .lock()
             .unwrap()
             .push((id.to_owned(), kind, job.clone()));
+    }
+
+    fn job_cut_off(&self, id: &str) {
+        self.logs.lock().unwrap().push(format!("(cut off: {id})"));
     }
 
     fn log(&self, _level: LogLevel, message: String) {
@@ -42,21 +49,29 @@ fn test_uri() -> String {
     )
 }
 
-async fn engine(name: &str) -> (Engine, JobStore, Arc<RecordedEvents>) {
+async fn engine(name: &str) -> (Engine, MongoStore, Arc<RecordedEvents>) {
     engine_with(name, EngineOptions::default()).await
+}
+
+fn store_options(name: &str) -> StoreOptions {
+    StoreOptions {
+        uri: test_uri(),
+        database: format!("ajn-test-rust-{name}-{}", std::process::id()),
+        ..Default::default()
+    }
 }
 
 async fn engine_with(
     name: &str,
     options: EngineOptions,
-) -> (Engine, JobStore, Arc<RecordedEvents>) {
-    let store_options = StoreOptions {
-        uri: test_uri(),
-        database: format!("ajn-test-rust-{name}-{}", std::process::id()),
-        collection: None,
-        connect_timeout: None,
-    };
-    let store = JobStore::connect(&store_options).await.unwrap();
+) -> (Engine, MongoStore, Arc<RecordedEvents>) {
+    let store_options = EngineOptions {
+        store: Some(store_options(name)),
+        ..options.clone()
+    }
+    .store
+    .unwrap();
+    let store = MongoStore::connect(&store_options).await.unwrap();
     let events = Arc::new(RecordedEvents::default());
     let options = EngineOptions {
         store: Some(store_options),
@@ -68,7 +83,7 @@ async fn engine_with(
 
 /// An engine whose watcher ticks once at start, then not for a minute: what happens in a test
 /// comes from count writes or this engine's own cancel route, not from the tick.
-async fn engine_without_ticks(name: &str) -> (Engine, JobStore, Arc<RecordedEvents>) {
+async fn engine_without_ticks(name: &str) -> (Engine, MongoStore, Arc<RecordedEvents>) {
     let options = EngineOptions {
         watch_interval: Some(Duration::from_secs(60)),
         ..Default::default()
@@ -98,19 +113,17 @@ async fn wait_for(mut condition: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread")]
 async fn counts_are_coalesced_and_exact_when_the_job_ends() {
     let (engine, store, _) = engine("counts").await;
-    let id = engine.start_job(stoppable()).await.unwrap();
+    let job = engine.start_job(stoppable()).await.unwrap();
+    let id = job.id().to_owned();
     engine.set_total(&id, Bson::Int32(1000));
     for i in 0..1000 {
-        if i % 10 == 0 {
-            engine.add_counts(&id, 0.0, 1.0);
-        } else {
-            engine.add_counts(&id, 1.0, 0.0);
-        }
+        engine.item_finished(&job, i % 10 != 0);
     }
-    engine
-        .end_job(&id, true, results(Bson::Document(doc! { "a": 1 })))
+    let outcome = engine
+        .end_job(&job, true, results(Bson::Document(doc! { "a": 1 })))
         .await
         .unwrap();
+    assert_eq!(outcome, EndOutcome::Written);
     let job = store.find(&id).await.unwrap().unwrap();
     assert_eq!(job.get("good"), Some(&Bson::Int32(900)));
     assert_eq!(job.get("bad"), Some(&Bson::Int32(100)));
@@ -125,13 +138,161 @@ async fn counts_are_coalesced_and_exact_when_the_job_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_first_write_keeps_the_2x_field_order_and_stamps_the_servers_clock() {
+    let (engine, store, _) = engine("insert").await;
+    let job = engine.start_job(stoppable()).await.unwrap();
+    let document = store.find(job.id()).await.unwrap().unwrap();
+    let keys: Vec<&str> = document.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "_id",
+            "good",
+            "bad",
+            "processed",
+            "status",
+            "ended",
+            "canceling",
+            "labels",
+            "when",
+            "canCancel",
+            "canStop",
+            "workerId",
+            "heartbeatAt"
+        ]
+    );
+    assert_eq!(document.get("good"), Some(&Bson::Int32(0)));
+    assert_eq!(
+        document.get_document("labels").unwrap(),
+        &doc! { "title": "Test" }
+    );
+    let server_now = store.server_time().await.unwrap().timestamp_millis();
+    for field in ["when", "heartbeatAt"] {
+        let at = document.get_datetime(field).unwrap().timestamp_millis();
+        assert!(
+            (server_now - at).abs() < 5_000,
+            "{field} is the server's time"
+        );
+    }
+    engine.end_job(&job, true, EndResults::Null).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn labels_that_look_like_field_paths_are_stored_as_given_on_either_insert() {
+    for legacy_insert in [false, true] {
+        let options = EngineOptions {
+            store: Some(StoreOptions {
+                legacy_insert: Some(legacy_insert),
+                ..store_options("literal")
+            }),
+            ..Default::default()
+        };
+        let engine = Engine::connect(options, Arc::new(RecordedEvents::default()))
+            .await
+            .unwrap();
+        let store = MongoStore::connect(&store_options("literal"))
+            .await
+            .unwrap();
+        let labels = doc! { "title": "$5 off", "running": "$$NOW", "n": 3 };
+        let job = engine
+            .start_job(NewJob {
+                labels: labels.clone(),
+                ..stoppable()
+            })
+            .await
+            .unwrap();
+        let document = store.find(job.id()).await.unwrap().unwrap();
+        assert_eq!(document.get_document("labels").unwrap(), &labels);
+        assert!(document.get_datetime("when").is_ok());
+        assert_eq!(
+            document.keys().nth(8).map(String::as_str),
+            Some("when"),
+            "legacy insert: {legacy_insert}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_owner_write_is_fenced_by_owner_and_ended() {
+    let (engine, store, _) = engine("fence").await;
+    let job = engine.start_job(stoppable()).await.unwrap();
+    let id = job.id();
+    let owner = engine.worker_id().to_owned();
+    let set = doc! { "good": 1, "bad": 0, "processed": 1 };
+    assert_eq!(
+        store
+            .write_counts(id, "another", set.clone(), true, true)
+            .await
+            .unwrap(),
+        Fenced::Refused
+    );
+    assert_eq!(
+        store
+            .write_counts(id, &owner, set.clone(), true, true)
+            .await
+            .unwrap(),
+        Fenced::Applied(false)
+    );
+    let swept = store.find(id).await.unwrap().unwrap();
+    let orphan = apostrophe_jobs_native::store::Orphan {
+        id: id.to_owned(),
+        worker_id: owner.clone(),
+        heartbeat_at: DateTime::from_millis(1),
+    };
+    assert!(
+        !store
+            .end_orphan(&orphan, Ending::interrupted().set_fields())
+            .await
+            .unwrap(),
+        "a sweep applies only to the heartbeat it judged"
+    );
+    let orphan = apostrophe_jobs_native::store::Orphan {
+        heartbeat_at: *swept.get_datetime("heartbeatAt").unwrap(),
+        ..orphan
+    };
+    assert!(store
+        .end_orphan(&orphan, Ending::interrupted().set_fields())
+        .await
+        .unwrap());
+    let ended = store.find(id).await.unwrap().unwrap();
+    assert_eq!(
+        store
+            .write_counts(id, &owner, set, true, false)
+            .await
+            .unwrap(),
+        Fenced::Refused
+    );
+    assert_eq!(
+        store
+            .end(id, &owner, Ending::end(true).set_fields(), None)
+            .await
+            .unwrap(),
+        Fenced::Refused
+    );
+    assert_eq!(
+        store.heartbeat(&[id.to_owned()], &owner).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(!store.request_cancel(id).await.unwrap());
+    assert_eq!(
+        store.find(id).await.unwrap().unwrap(),
+        ended,
+        "nothing changes once ended"
+    );
+    assert_eq!(
+        engine.end_job(&job, true, EndResults::Null).await.unwrap(),
+        EndOutcome::Lost
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_watcher_calls_the_hook_once_and_the_acknowledgement_writes_stopped() {
     let (engine, store, events) = engine("stop").await;
-    let id = engine.start_job(stoppable()).await.unwrap();
+    let job = engine.start_job(stoppable()).await.unwrap();
+    let id = job.id().to_owned();
     engine.add_counts(&id, 3.0, 0.0);
     assert!(engine.request_cancel(&id).await.unwrap());
     wait_for(|| !events.halts.lock().unwrap().is_empty()).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
     {
         let halts = events.halts.lock().unwrap();
         assert_eq!(halts.len(), 1, "the hook is called once per stop request");
@@ -139,32 +300,38 @@ async fn the_watcher_calls_the_hook_once_and_the_acknowledgement_writes_stopped(
         assert_eq!(halts[0].1, HaltKind::Stop);
         assert!(halts[0].2.get_bool("canceling").unwrap());
     }
-    engine.acknowledge_halt(&id, false).await.unwrap();
-    let job = store.find(&id).await.unwrap().unwrap();
-    assert_eq!(job.get_str("status").unwrap(), "stopped");
-    assert!(job.get_bool("ended").unwrap());
-    assert!(!job.get_bool("canceling").unwrap());
-    assert_eq!(job.get("good"), Some(&Bson::Int32(3)));
+    assert!(!job.may_start_item());
+    engine.acknowledge_halt(&job, false).await.unwrap();
+    let document = store.find(&id).await.unwrap().unwrap();
+    assert_eq!(document.get_str("status").unwrap(), "stopped");
+    assert!(document.get_bool("ended").unwrap());
+    assert!(!document.get_bool("canceling").unwrap());
+    assert_eq!(document.get("good"), Some(&Bson::Int32(3)));
     assert!(
-        !job.contains_key("results"),
+        !document.contains_key("results"),
         "a halted job has no results key"
     );
     assert_eq!(engine.live_jobs(), 0);
-    assert!(engine.acknowledge_halt(&id, false).await.is_err());
+    assert_eq!(events.halts.lock().unwrap().len(), 1);
+    assert_eq!(
+        engine.acknowledge_halt(&job, false).await.unwrap(),
+        EndOutcome::AlreadyGone
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_count_write_is_also_a_stop_check() {
     // Only the count write can see the request.
     let (engine, store, events) = engine_without_ticks("write-checks").await;
-    let id = engine.start_job(stoppable()).await.unwrap();
+    let job = engine.start_job(stoppable()).await.unwrap();
+    let id = job.id().to_owned();
     tokio::time::sleep(Duration::from_millis(100)).await;
     // As the cancel route of another process writes it (this engine's own route would check
     // the job at once).
     assert!(store.request_cancel(&id).await.unwrap());
     // Enough items for a write before the tick.
     for _ in 0..40 {
-        engine.add_counts(&id, 1.0, 0.0);
+        engine.item_finished(&job, true);
     }
     wait_for(|| !events.halts.lock().unwrap().is_empty()).await;
     {
@@ -172,16 +339,16 @@ async fn a_count_write_is_also_a_stop_check() {
         assert_eq!(halts[0].0, id);
         assert!(halts[0].2.get_bool("canceling").unwrap());
     }
-    let job = store.find(&id).await.unwrap().unwrap();
-    assert_eq!(job.get("good"), Some(&Bson::Int32(40)));
+    let document = store.find(&id).await.unwrap().unwrap();
+    assert_eq!(document.get("good"), Some(&Bson::Int32(40)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancel_through_this_engine_checks_its_own_job_at_once() {
     let (engine, _, events) = engine_without_ticks("own-cancel").await;
-    let id = engine.start_job(stoppable()).await.unwrap();
+    let job = engine.start_job(stoppable()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(engine.request_cancel(&id).await.unwrap());
+    assert!(engine.request_cancel(job.id()).await.unwrap());
     assert_eq!(
         events.halts.lock().unwrap().len(),
         1,
@@ -192,7 +359,7 @@ async fn a_cancel_through_this_engine_checks_its_own_job_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_wins_and_a_failed_acknowledgement_writes_failed() {
     let (engine, store, events) = engine("cancel").await;
-    let id = engine
+    let job = engine
         .start_job(NewJob {
             labels: Document::new(),
             can_cancel: true,
@@ -201,12 +368,12 @@ async fn cancel_wins_and_a_failed_acknowledgement_writes_failed() {
         })
         .await
         .unwrap();
-    engine.request_cancel(&id).await.unwrap();
+    engine.request_cancel(job.id()).await.unwrap();
     wait_for(|| !events.halts.lock().unwrap().is_empty()).await;
     assert_eq!(events.halts.lock().unwrap()[0].1, HaltKind::Cancel);
-    engine.acknowledge_halt(&id, true).await.unwrap();
-    let job = store.find(&id).await.unwrap().unwrap();
-    assert_eq!(job.get_str("status").unwrap(), "failed");
+    engine.acknowledge_halt(&job, true).await.unwrap();
+    let document = store.find(job.id()).await.unwrap().unwrap();
+    assert_eq!(document.get_str("status").unwrap(), "failed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -228,9 +395,9 @@ async fn results_gathered_range_by_range_are_written_at_the_end_unless_others_ar
         .end_job(&gathered, true, EndResults::Gathered)
         .await
         .unwrap();
-    let job = store.find(&gathered).await.unwrap().unwrap();
+    let document = store.find(gathered.id()).await.unwrap().unwrap();
     assert_eq!(
-        job.get_document("results").unwrap(),
+        document.get_document("results").unwrap(),
         &doc! { "b": 2, "a": Bson::Null, "c": "three" }
     );
     assert!(
@@ -246,34 +413,34 @@ async fn results_gathered_range_by_range_are_written_at_the_end_unless_others_ar
         .end_job(&given, true, results(Bson::Document(doc! { "y": 2 })))
         .await
         .unwrap();
-    let job = store.find(&given).await.unwrap().unwrap();
-    assert_eq!(job.get_document("results").unwrap(), &doc! { "y": 2 });
+    let document = store.find(given.id()).await.unwrap().unwrap();
+    assert_eq!(document.get_document("results").unwrap(), &doc! { "y": 2 });
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_requests_leave_ended_and_unknown_jobs_alone() {
     let (engine, store, _) = engine("ended").await;
-    let id = engine.start_job(stoppable()).await.unwrap();
-    engine.end_job(&id, true, EndResults::Null).await.unwrap();
-    assert!(!engine.request_cancel(&id).await.unwrap());
+    let job = engine.start_job(stoppable()).await.unwrap();
+    engine.end_job(&job, true, EndResults::Null).await.unwrap();
+    assert!(!engine.request_cancel(job.id()).await.unwrap());
     assert!(!engine.request_cancel("nosuchjob").await.unwrap());
-    let job = store.find(&id).await.unwrap().unwrap();
-    assert!(!job.get_bool("canceling").unwrap());
-    assert_eq!(job.get("results"), Some(&Bson::Null));
+    let document = store.find(job.id()).await.unwrap().unwrap();
+    assert!(!document.get_bool("canceling").unwrap());
+    assert_eq!(document.get("results"), Some(&Bson::Null));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn results_too_large_for_a_document_are_dropped_and_the_job_still_ends() {
     let (engine, store, events) = engine("large").await;
-    let id = engine.start_job(stoppable()).await.unwrap();
+    let job = engine.start_job(stoppable()).await.unwrap();
     let huge = "x".repeat(17 * 1024 * 1024);
     engine
-        .end_job(&id, true, results(Bson::Document(doc! { "big": huge })))
+        .end_job(&job, true, results(Bson::Document(doc! { "big": huge })))
         .await
         .unwrap();
-    let job = store.find(&id).await.unwrap().unwrap();
-    assert_eq!(job.get_str("status").unwrap(), "completed");
-    assert_eq!(job.get("results"), Some(&Bson::Null));
+    let document = store.find(job.id()).await.unwrap().unwrap();
+    assert_eq!(document.get_str("status").unwrap(), "completed");
+    assert_eq!(document.get("results"), Some(&Bson::Null));
     assert!(events
         .logs
         .lock()
@@ -287,10 +454,10 @@ async fn an_unreachable_database_is_a_clear_error() {
     let options = StoreOptions {
         uri: "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300".to_owned(),
         database: "x".to_owned(),
-        collection: None,
         connect_timeout: Some(Duration::from_millis(500)),
+        ..Default::default()
     };
-    let message = JobStore::connect(&options).await.unwrap_err().to_string();
+    let message = MongoStore::connect(&options).await.unwrap_err().to_string();
     assert!(
         message.contains("could not reach MongoDB at mongodb://127.0.0.1:1/"),
         "{message}"

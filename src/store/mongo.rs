@@ -1,20 +1,24 @@
-//! MongoDB access for job state through the official driver: one method per 2.x write, on a
-//! cheap `Clone` handle around the jobs collection.
+//! The [`Store`] on MongoDB, through the official driver: a cheap `Clone` handle around the
+//! jobs collection.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use mongodb::bson::{doc, Bson, DateTime, Document, RawBsonRef};
 use mongodb::error::{ErrorKind as DriverErrorKind, WriteConcernError, WriteError, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument, WriteConcern};
-use mongodb::{Client, Collection, IndexModel};
+use mongodb::{Client, Collection, Database, IndexModel};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use super::{Fenced, Orphan, Store, StoreFuture};
 use crate::error::{Error, ErrorKind, Result};
+use crate::job::Initial;
 
 /// Where the jobs live.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
     /// A MongoDB connection string (the site's).
     pub uri: String,
@@ -24,18 +28,49 @@ pub struct StoreOptions {
     pub collection: Option<String>,
     /// How long the start-up ping may take. Defaults to 10 seconds.
     pub connect_timeout: Option<Duration>,
+    /// Insert jobs as servers older than MongoDB 4.2 need (no update pipelines). Found out at
+    /// connect; set only to test that path on a newer server.
+    pub legacy_insert: Option<bool>,
 }
 
-/// The jobs collection.
+/// The jobs collection on MongoDB.
 #[derive(Debug, Clone)]
-pub struct JobStore {
+pub struct MongoStore {
     collection: Collection<Document>,
+    clock: Arc<ServerClock>,
 }
 
-impl JobStore {
-    /// Connects and pings, so an unreachable database is a clear error at start-up rather than
-    /// a hang at the first job.
-    pub async fn connect(options: &StoreOptions) -> Result<JobStore> {
+/// For servers without update pipelines (before MongoDB 4.2), where an insert cannot take the
+/// server's clock: the offset of the server's clock from this process's, measured at connect
+/// and at every sweep, so an inserted `when` and `heartbeatAt` are the server's time as well
+/// as can be told.
+#[derive(Debug)]
+struct ServerClock {
+    legacy_insert: bool,
+    offset_ms: AtomicI64,
+}
+
+impl ServerClock {
+    fn observe(&self, server: DateTime, sent: DateTime, received: DateTime) {
+        let middle = (sent.timestamp_millis() + received.timestamp_millis()) / 2;
+        self.offset_ms
+            .store(server.timestamp_millis() - middle, Ordering::Relaxed);
+    }
+
+    fn now(&self) -> DateTime {
+        DateTime::from_millis(
+            DateTime::now().timestamp_millis() + self.offset_ms.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The first server release with update pipelines (MongoDB 4.2).
+const PIPELINE_WIRE_VERSION: i32 = 8;
+
+impl MongoStore {
+    /// Connects and reads the server's clock, so an unreachable database is a clear error at
+    /// start-up rather than a hang at the first job.
+    pub async fn connect(options: &StoreOptions) -> Result<MongoStore> {
         let after = options.connect_timeout.unwrap_or(Duration::from_secs(10));
         let target = redact_password(&options.uri);
         let unreachable = |source| ErrorKind::Unreachable {
@@ -56,181 +91,37 @@ impl JobStore {
         }
         let client = Client::with_options(client_options).map_err(unreachable)?;
         let database = client.database(&options.database);
-        match tokio::time::timeout(after, database.run_command(doc! { "ping": 1 })).await {
-            Ok(Ok(_)) => {}
+        let sent = DateTime::now();
+        let hello = match tokio::time::timeout(after, hello(&database)).await {
+            Ok(Ok(hello)) => hello,
             Ok(Err(source)) => return Err(unreachable(source).into()),
             Err(_) => {
                 return Err(
                     unreachable(mongodb::error::Error::custom("ping timed out".to_owned())).into(),
                 )
             }
+        };
+        let wire_version = hello.get_i32("maxWireVersion").unwrap_or(0);
+        let clock = ServerClock {
+            legacy_insert: options
+                .legacy_insert
+                .unwrap_or(wire_version < PIPELINE_WIRE_VERSION),
+            offset_ms: AtomicI64::new(0),
+        };
+        if let Ok(server) = hello.get_datetime("localTime") {
+            clock.observe(*server, sent, DateTime::now());
         }
         let name = options.collection.as_deref().unwrap_or("aposJobs");
-        Ok(JobStore {
+        Ok(MongoStore {
             collection: database.collection(name),
+            clock: Arc::new(clock),
         })
     }
 
-    /// Inserts a new job document.
-    pub async fn insert(&self, job: &Document) -> Result<()> {
+    fn database(&self) -> Database {
         self.collection
-            .insert_one(job)
-            .await
-            .map_err(|e| Error::database("insert of the job document", e))?;
-        Ok(())
-    }
-
-    /// Applies an update to one job; returns whether a document matched.
-    pub async fn update(&self, id: &str, update: Document) -> Result<bool> {
-        let result = self
-            .collection
-            .update_one(doc! { "_id": id }, update)
-            .await
-            .map_err(|e| Error::database("update of the job document", e))?;
-        Ok(result.matched_count > 0)
-    }
-
-    /// Applies an update to one job and reads back its `canceling`, so a count write is also
-    /// a stop check. Returns whether a stop was requested (false if the job is gone).
-    pub async fn update_reading_canceling(&self, id: &str, update: Document) -> Result<bool> {
-        let after = self
-            .collection
-            .find_one_and_update(doc! { "_id": id }, update)
-            .projection(doc! { "_id": 0, "canceling": 1 })
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(|e| Error::database("update of the job document", e))?;
-        Ok(after.is_some_and(|job| job.get_bool("canceling").unwrap_or(false)))
-    }
-
-    /// Applies an update to one job whose `$set` has `field` (as a placeholder) replaced by
-    /// `value`, raw BSON that is copied, never parsed: a job's `results` can be megabytes.
-    /// Sent as an `update` command, since the driver's `update_one` takes only a `Document`.
-    pub async fn update_with_raw_field(
-        &self,
-        id: &str,
-        update: Document,
-        field: &str,
-        value: RawBsonRef<'_>,
-    ) -> Result<bool> {
-        const OPERATION: &str = "update of the job document";
-        let command = UpdateCommand {
-            update: self.collection.name(),
-            write_concern: self.collection.write_concern(),
-            updates: [UpdateStatement {
-                q: doc! { "_id": id },
-                u: WithRawField {
-                    document: &update,
-                    path: &["$set", field],
-                    value,
-                },
-            }],
-        };
-        let command = mongodb::bson::to_raw_document_buf(&command)
-            .map_err(|e| Error::database(OPERATION, e.into()))?;
-        let reply = self
-            .collection
             .client()
             .database(&self.collection.namespace().db)
-            .run_raw_command(command)
-            .await
-            .map_err(|e| Error::database(OPERATION, e))?;
-        // `run_raw_command` reports only command failures; the update's own come in the reply.
-        if let Ok(errors) = reply.get_array("writeErrors") {
-            if let Some(Bson::Document(first)) = errors.first() {
-                let refused: WriteError = mongodb::bson::from_document(first.clone())
-                    .map_err(|e| Error::database(OPERATION, e.into()))?;
-                let source = DriverErrorKind::Write(WriteFailure::WriteError(refused));
-                return Err(Error::database(OPERATION, source.into()));
-            }
-        }
-        if let Ok(concern) = reply.get_document("writeConcernError") {
-            let failed: WriteConcernError = mongodb::bson::from_document(concern.clone())
-                .map_err(|e| Error::database(OPERATION, e.into()))?;
-            let source = DriverErrorKind::Write(WriteFailure::WriteConcernError(failed));
-            return Err(Error::database(OPERATION, source.into()));
-        }
-        Ok(reply.get_i32("n").unwrap_or(0) > 0)
-    }
-
-    /// The `cancel` route's write: asks a running job to stop. Unlike 2.x, an ended job is
-    /// left alone, so it never shows "Stopping..." afterwards. Returns whether a running job
-    /// matched.
-    pub async fn request_cancel(&self, id: &str) -> Result<bool> {
-        let result = self
-            .collection
-            .update_one(
-                doc! { "_id": id, "ended": false },
-                doc! { "$set": { "canceling": true } },
-            )
-            .await
-            .map_err(|e| Error::database("update of canceling", e))?;
-        Ok(result.matched_count > 0)
-    }
-
-    /// The watcher's query: which of these jobs have been asked to stop. One round trip for
-    /// all of them.
-    pub async fn find_canceling(&self, ids: &[String]) -> Result<Vec<Document>> {
-        self.collection
-            .find(doc! { "_id": { "$in": ids }, "canceling": true })
-            .await
-            .map_err(|e| Error::database("stop/cancel check", e))?
-            .try_collect()
-            .await
-            .map_err(|e| Error::database("stop/cancel check", e))
-    }
-
-    /// Refreshes the heartbeat of this process's running jobs, in one write.
-    pub async fn heartbeat(&self, ids: &[String], now: DateTime) -> Result<()> {
-        self.collection
-            .update_many(
-                doc! { "_id": { "$in": ids }, "ended": false },
-                doc! { "$set": { "heartbeatAt": now } },
-            )
-            .await
-            .map_err(|e| Error::database("heartbeat", e))?;
-        Ok(())
-    }
-
-    /// Ends the running jobs of other processes whose heartbeat is older than `cutoff` with
-    /// these fields; returns how many. Jobs without a heartbeat (started by the stock module)
-    /// are never touched.
-    pub async fn end_orphans(
-        &self,
-        cutoff: DateTime,
-        this_worker: &str,
-        fields: Document,
-    ) -> Result<u64> {
-        let result = self
-            .collection
-            .update_many(
-                doc! {
-                    "ended": false,
-                    "heartbeatAt": { "$lt": cutoff },
-                    "workerId": { "$ne": this_worker },
-                },
-                doc! { "$set": fields },
-            )
-            .await
-            .map_err(|e| Error::database("end of orphaned jobs", e))?;
-        Ok(result.modified_count)
-    }
-
-    /// Deletes jobs that ended before `cutoff` (by `endedAt`, or by `when` for jobs the stock
-    /// module ended, which have no `endedAt`); returns how many.
-    pub async fn purge(&self, cutoff: DateTime) -> Result<u64> {
-        let result = self
-            .collection
-            .delete_many(doc! {
-                "ended": true,
-                "$or": [
-                    { "endedAt": { "$lt": cutoff } },
-                    { "endedAt": { "$exists": false }, "when": { "$lt": cutoff } },
-                ],
-            })
-            .await
-            .map_err(|e| Error::database("purge of old jobs", e))?;
-        Ok(result.deleted_count)
     }
 
     /// Makes ended jobs expire `after` their `endedAt` (a TTL index), idempotently: an index
@@ -250,9 +141,7 @@ impl JobStore {
             Ok(_) => Ok(()),
             Err(_) => {
                 // An index of that name with another expiry: change it in place.
-                self.collection
-                    .client()
-                    .database(&self.collection.namespace().db)
+                self.database()
                     .run_command(doc! {
                         "collMod": self.collection.name(),
                         "index": { "name": NAME, "expireAfterSeconds": after.as_secs() as i64 },
@@ -264,12 +153,357 @@ impl JobStore {
         }
     }
 
-    /// One job document.
-    pub async fn find(&self, id: &str) -> Result<Option<Document>> {
-        self.collection
-            .find_one(doc! { "_id": id })
+    /// An upsert whose pipeline sets every field in order, so the server stamps its clock
+    /// (`$$NOW`) into the document's times; values are `$literal`s, so a label such as
+    /// `"$5 off"` is not taken for a field path.
+    async fn insert_stamped(&self, id: Bson, fields: Document) -> Result<()> {
+        let result = self
+            .collection
+            .update_one(doc! { "_id": id.clone() }, vec![doc! { "$set": fields }])
+            .upsert(true)
             .await
-            .map_err(|e| Error::database("read of the job document", e))
+            .map_err(|e| Error::database("insert of the job document", e))?;
+        if result.upserted_id.is_none() {
+            return Err(Error::invalid_argument(format!(
+                "a job with id {id} exists already; job ids are random, so start the job again"
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_error(operation: &'static str, reply: &Document) -> Result<()> {
+        // `run_raw_command` reports only command failures; the update's own come in the reply.
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            if let Some(Bson::Document(first)) = errors.first() {
+                let refused: WriteError = mongodb::bson::from_document(first.clone())
+                    .map_err(|e| Error::database(operation, e.into()))?;
+                let source = DriverErrorKind::Write(WriteFailure::WriteError(refused));
+                return Err(Error::database(operation, source.into()));
+            }
+        }
+        if let Ok(concern) = reply.get_document("writeConcernError") {
+            let failed: WriteConcernError = mongodb::bson::from_document(concern.clone())
+                .map_err(|e| Error::database(operation, e.into()))?;
+            let source = DriverErrorKind::Write(WriteFailure::WriteConcernError(failed));
+            return Err(Error::database(operation, source.into()));
+        }
+        Ok(())
+    }
+}
+
+/// The server's `hello` (`isMaster` before MongoDB 4.4.2): its wire version and clock.
+async fn hello(database: &Database) -> mongodb::error::Result<Document> {
+    match database.run_command(doc! { "hello": 1 }).await {
+        Ok(reply) => Ok(reply),
+        Err(_) => database.run_command(doc! { "isMaster": 1 }).await,
+    }
+}
+
+/// The filter of every write of a job's owner: still its own, still running.
+fn owned(id: &str, owner: &str) -> Document {
+    doc! { "_id": id, "workerId": owner, "ended": false }
+}
+
+impl Store for MongoStore {
+    fn insert(&self, fields: Vec<(&'static str, Initial)>) -> StoreFuture<'_, ()> {
+        async move {
+            let mut id = Bson::Null;
+            if self.clock.legacy_insert {
+                let now = self.clock.now();
+                let mut document = Document::new();
+                for (key, value) in fields {
+                    document.insert(
+                        key,
+                        match value {
+                            Initial::Value(value) => value,
+                            Initial::ServerTime => Bson::DateTime(now),
+                        },
+                    );
+                }
+                self.collection
+                    .insert_one(document)
+                    .await
+                    .map_err(|e| Error::database("insert of the job document", e))?;
+                return Ok(());
+            }
+            let mut set = Document::new();
+            for (key, value) in fields {
+                match value {
+                    Initial::Value(value) if key == "_id" => id = value,
+                    Initial::Value(value) => {
+                        set.insert(key, doc! { "$literal": value });
+                    }
+                    Initial::ServerTime => {
+                        set.insert(key, "$$NOW");
+                    }
+                }
+            }
+            self.insert_stamped(id, set).await
+        }
+        .boxed()
+    }
+
+    fn write_counts<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        set: Document,
+        heartbeat: bool,
+        read_canceling: bool,
+    ) -> StoreFuture<'a, Fenced<bool>> {
+        async move {
+            let mut update = doc! { "$set": set };
+            if heartbeat {
+                update.insert("$currentDate", doc! { "heartbeatAt": true });
+            }
+            let operation = "update of the job's counts";
+            if read_canceling {
+                let after = self
+                    .collection
+                    .find_one_and_update(owned(id, owner), update)
+                    .projection(doc! { "_id": 0, "canceling": 1 })
+                    .return_document(ReturnDocument::After)
+                    .await
+                    .map_err(|e| Error::database(operation, e))?;
+                return Ok(match after {
+                    Some(job) => Fenced::Applied(job.get_bool("canceling").unwrap_or(false)),
+                    None => Fenced::Refused,
+                });
+            }
+            let result = self
+                .collection
+                .update_one(owned(id, owner), update)
+                .await
+                .map_err(|e| Error::database(operation, e))?;
+            Ok(if result.matched_count > 0 {
+                Fenced::Applied(false)
+            } else {
+                Fenced::Refused
+            })
+        }
+        .boxed()
+    }
+
+    fn end<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        set: Document,
+        results: Option<RawBsonRef<'a>>,
+    ) -> StoreFuture<'a, Fenced<()>> {
+        async move {
+            const OPERATION: &str = "final update of the job";
+            let update = doc! { "$set": set, "$currentDate": { "endedAt": true } };
+            let matched = match results {
+                None => {
+                    self.collection
+                        .update_one(owned(id, owner), update)
+                        .await
+                        .map_err(|e| Error::database(OPERATION, e))?
+                        .matched_count
+                        > 0
+                }
+                // Sent as an `update` command, since the driver's `update_one` takes only a
+                // `Document`, and a job's results can be megabytes that are never parsed.
+                Some(value) => {
+                    let command = UpdateCommand {
+                        update: self.collection.name(),
+                        write_concern: self.collection.write_concern(),
+                        updates: [UpdateStatement {
+                            q: owned(id, owner),
+                            u: WithRawField {
+                                document: &update,
+                                path: &["$set", "results"],
+                                value,
+                            },
+                        }],
+                    };
+                    let command = mongodb::bson::to_raw_document_buf(&command)
+                        .map_err(|e| Error::database(OPERATION, e.into()))?;
+                    let reply = self
+                        .database()
+                        .run_raw_command(command)
+                        .await
+                        .map_err(|e| Error::database(OPERATION, e))?;
+                    Self::write_error(OPERATION, &reply)?;
+                    reply.get_i32("n").unwrap_or(0) > 0
+                }
+            };
+            Ok(if matched {
+                Fenced::Applied(())
+            } else {
+                Fenced::Refused
+            })
+        }
+        .boxed()
+    }
+
+    fn heartbeat<'a>(&'a self, ids: &'a [String], owner: &'a str) -> StoreFuture<'a, Vec<String>> {
+        async move {
+            let operation = "heartbeat";
+            let filter = doc! { "_id": { "$in": ids }, "workerId": owner, "ended": false };
+            let result = self
+                .collection
+                .update_many(
+                    filter.clone(),
+                    doc! { "$currentDate": { "heartbeatAt": true } },
+                )
+                .await
+                .map_err(|e| Error::database(operation, e))?;
+            if result.matched_count as usize == ids.len() {
+                return Ok(ids.to_vec());
+            }
+            // Some are no longer this process's: which?
+            let still: Vec<Document> = self
+                .collection
+                .find(filter)
+                .projection(doc! { "_id": 1 })
+                .await
+                .map_err(|e| Error::database(operation, e))?
+                .try_collect()
+                .await
+                .map_err(|e| Error::database(operation, e))?;
+            Ok(still
+                .iter()
+                .filter_map(|job| job.get_str("_id").ok().map(str::to_owned))
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn add_to_job<'a>(&'a self, id: &'a str, update: Document) -> StoreFuture<'a, bool> {
+        async move {
+            let result = self
+                .collection
+                .update_one(doc! { "_id": id, "ended": false }, update)
+                .await
+                .map_err(|e| Error::database("update of the job's counts", e))?;
+            Ok(result.matched_count > 0)
+        }
+        .boxed()
+    }
+
+    fn find_canceling<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<Document>> {
+        async move {
+            let operation = "stop/cancel check";
+            self.collection
+                .find(doc! { "_id": { "$in": ids }, "canceling": true })
+                .await
+                .map_err(|e| Error::database(operation, e))?
+                .try_collect()
+                .await
+                .map_err(|e| Error::database(operation, e))
+        }
+        .boxed()
+    }
+
+    fn request_cancel<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        async move {
+            let result = self
+                .collection
+                .update_one(
+                    doc! { "_id": id, "ended": false },
+                    doc! { "$set": { "canceling": true } },
+                )
+                .await
+                .map_err(|e| Error::database("update of canceling", e))?;
+            Ok(result.matched_count > 0)
+        }
+        .boxed()
+    }
+
+    fn server_time(&self) -> StoreFuture<'_, DateTime> {
+        async move {
+            let sent = DateTime::now();
+            let reply = hello(&self.database())
+                .await
+                .map_err(|e| Error::database("read of the server's clock", e))?;
+            let server = *reply.get_datetime("localTime").map_err(|_| {
+                Error::invalid_argument(
+                    "the database server's hello reply has no localTime; heartbeats cannot be judged without the server's clock (set orphanAfter: false)",
+                )
+            })?;
+            self.clock.observe(server, sent, DateTime::now());
+            Ok(server)
+        }
+        .boxed()
+    }
+
+    fn find_orphans<'a>(
+        &'a self,
+        cutoff: DateTime,
+        owner: &'a str,
+    ) -> StoreFuture<'a, Vec<Orphan>> {
+        async move {
+            let operation = "search for orphaned jobs";
+            let found: Vec<Document> = self
+                .collection
+                .find(doc! {
+                    "ended": false,
+                    "heartbeatAt": { "$lt": cutoff },
+                    "workerId": { "$ne": owner },
+                })
+                .projection(doc! { "_id": 1, "workerId": 1, "heartbeatAt": 1 })
+                .await
+                .map_err(|e| Error::database(operation, e))?
+                .try_collect()
+                .await
+                .map_err(|e| Error::database(operation, e))?;
+            Ok(found
+                .iter()
+                .filter_map(|job| {
+                    Some(Orphan {
+                        id: job.get_str("_id").ok()?.to_owned(),
+                        worker_id: job.get_str("workerId").unwrap_or_default().to_owned(),
+                        heartbeat_at: *job.get_datetime("heartbeatAt").ok()?,
+                    })
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn end_orphan<'a>(&'a self, orphan: &'a Orphan, set: Document) -> StoreFuture<'a, bool> {
+        async move {
+            let result = self
+                .collection
+                .update_one(
+                    doc! { "_id": &orphan.id, "ended": false, "heartbeatAt": orphan.heartbeat_at },
+                    doc! { "$set": set, "$currentDate": { "endedAt": true } },
+                )
+                .await
+                .map_err(|e| Error::database("end of an orphaned job", e))?;
+            Ok(result.modified_count > 0)
+        }
+        .boxed()
+    }
+
+    fn find<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Document>> {
+        async move {
+            self.collection
+                .find_one(doc! { "_id": id })
+                .await
+                .map_err(|e| Error::database("read of the job document", e))
+        }
+        .boxed()
+    }
+
+    fn purge(&self, cutoff: DateTime) -> StoreFuture<'_, u64> {
+        async move {
+            let result = self
+                .collection
+                .delete_many(doc! {
+                    "ended": true,
+                    "$or": [
+                        { "endedAt": { "$lt": cutoff } },
+                        { "endedAt": { "$exists": false }, "when": { "$lt": cutoff } },
+                    ],
+                })
+                .await
+                .map_err(|e| Error::database("purge of old jobs", e))?;
+            Ok(result.deleted_count)
+        }
+        .boxed()
     }
 }
 
@@ -317,48 +551,6 @@ impl Serialize for WithRawField<'_> {
         map.end()
     }
 }
-
-/// Whether the server refused a write because the document would pass the 16 MB limit.
-pub fn is_too_large(error: &mongodb::error::Error) -> bool {
-    const TOO_LARGE_CODES: [i32; 4] = [10334, 17419, 17420, 13548];
-    let code = match error.kind.as_ref() {
-        DriverErrorKind::Write(WriteFailure::WriteError(e)) => Some(e.code),
-        DriverErrorKind::Command(e) => Some(e.code),
-        _ => None,
-    };
-    code.is_some_and(|code| TOO_LARGE_CODES.contains(&code))
-        || error.to_string().contains("too large")
-        || error.to_string().contains("larger than")
-}
-
-/// Whether an error is about reaching the server rather than about the write itself, so
-/// that trying again later can succeed.
-pub fn is_transient(error: &Error) -> bool {
-    match error.kind() {
-        ErrorKind::Database { source, .. } => {
-            let code = match source.kind.as_ref() {
-                DriverErrorKind::Command(e) => Some(e.code),
-                DriverErrorKind::Write(WriteFailure::WriteConcernError(e)) => Some(e.code),
-                _ => None,
-            };
-            matches!(
-                source.kind.as_ref(),
-                DriverErrorKind::Io(_)
-                    | DriverErrorKind::ServerSelection { .. }
-                    | DriverErrorKind::ConnectionPoolCleared { .. }
-            ) || source.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
-                || code.is_some_and(|code| RETRYABLE_WRITE_CODES.contains(&code))
-        }
-        _ => false,
-    }
-}
-
-/// The codes after which the retryable-writes specification retries a write (a primary
-/// stepping down, a shutdown, the network), for writes the driver does not retry itself: the
-/// final update is a raw command.
-const RETRYABLE_WRITE_CODES: [i32; 12] = [
-    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
-];
 
 /// The URI with any password replaced, for messages.
 pub fn redact_password(uri: &str) -> String {
@@ -415,20 +607,6 @@ mod tests {
                 }],
             }
         );
-    }
-
-    #[test]
-    fn a_primary_stepping_down_is_transient_a_refused_write_is_not() {
-        let command_error = |code: i32| {
-            let failure: mongodb::error::CommandError =
-                mongodb::bson::from_document(doc! { "code": code, "codeName": "X", "errmsg": "x" })
-                    .unwrap();
-            Error::database("update", DriverErrorKind::Command(failure).into())
-        };
-        assert!(is_transient(&command_error(10107)), "NotWritablePrimary");
-        assert!(is_transient(&command_error(189)), "PrimarySteppedDown");
-        assert!(!is_transient(&command_error(2)), "BadValue");
-        assert!(!is_transient(&command_error(10334)), "BSONObjectTooLarge");
     }
 
     #[test]
