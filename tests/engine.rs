@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use apostrophe_jobs_native::engine::Engine;
 use apostrophe_jobs_native::events::{EngineEvents, LogLevel};
-use apostrophe_jobs_native::job::{Ending, HaltKind, NewJob};
+use apostrophe_jobs_native::job::{Ending, HaltKind, Initial, NewJob};
 use apostrophe_jobs_native::options::EngineOptions;
 use apostrophe_jobs_native::results::{EndResults, RawValue};
-use apostrophe_jobs_native::store::{Fenced, MongoStore, Store, StoreOptions};
+use apostrophe_jobs_native::store::{Fenced, MongoStore, Orphan, Store, StoreFuture, StoreOptions};
 use apostrophe_jobs_native::tasks::finish::EndOutcome;
-use mongodb::bson::{doc, Bson, DateTime, Document};
+use futures::FutureExt;
+use mongodb::bson::{doc, Bson, DateTime, Document, RawBsonRef};
 
 #[derive(Default)]
 struct RecordedEvents {
@@ -219,6 +220,11 @@ async fn every_owner_write_is_fenced_by_owner_and_ended() {
     let id = job.id();
     let owner = engine.worker_id().to_owned();
     let set = doc! { "good": 1, "bad": 0, "processed": 1 };
+    let orphan_of = |heartbeat_at| Orphan {
+        id: id.to_owned(),
+        worker_id: owner.clone(),
+        heartbeat_at,
+    };
     assert_eq!(
         store
             .write_counts(id, "another", set.clone(), true, true)
@@ -234,22 +240,15 @@ async fn every_owner_write_is_fenced_by_owner_and_ended() {
         Fenced::Applied(false)
     );
     let swept = store.find(id).await.unwrap().unwrap();
-    let orphan = apostrophe_jobs_native::store::Orphan {
-        id: id.to_owned(),
-        worker_id: owner.clone(),
-        heartbeat_at: DateTime::from_millis(1),
-    };
+    let stale = orphan_of(DateTime::from_millis(1));
     assert!(
         !store
-            .end_orphan(&orphan, Ending::interrupted().set_fields())
+            .end_orphan(&stale, Ending::interrupted().set_fields())
             .await
             .unwrap(),
         "a sweep applies only to the heartbeat it judged"
     );
-    let orphan = apostrophe_jobs_native::store::Orphan {
-        heartbeat_at: *swept.get_datetime("heartbeatAt").unwrap(),
-        ..orphan
-    };
+    let orphan = orphan_of(*swept.get_datetime("heartbeatAt").unwrap());
     assert!(store
         .end_orphan(&orphan, Ending::interrupted().set_fields())
         .await
@@ -463,4 +462,161 @@ async fn an_unreachable_database_is_a_clear_error() {
         "{message}"
     );
     assert!(message.contains("APOS_MONGODB_URI"), "{message}");
+}
+
+/// The real store, with the writes of chosen jobs failing as if the server could not be
+/// reached: a fault for one job only, which no real outage can make.
+struct FailingStore {
+    inner: MongoStore,
+    failing: Mutex<Vec<String>>,
+}
+
+impl FailingStore {
+    fn set_failing(&self, id: &str, failing: bool) {
+        let mut ids = self.failing.lock().unwrap();
+        ids.retain(|other| other != id);
+        if failing {
+            ids.push(id.to_owned());
+        }
+    }
+
+    fn check(&self, id: &str) -> apostrophe_jobs_native::Result<()> {
+        if self.failing.lock().unwrap().iter().any(|other| other == id) {
+            let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+            return Err(apostrophe_jobs_native::Error::database(
+                "test",
+                refused.into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Store for FailingStore {
+    fn insert(&self, fields: Vec<(&'static str, Initial)>) -> StoreFuture<'_, ()> {
+        self.inner.insert(fields)
+    }
+    fn write_counts<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        set: Document,
+        heartbeat: bool,
+        read_canceling: bool,
+    ) -> StoreFuture<'a, Fenced<bool>> {
+        async move {
+            self.check(id)?;
+            self.inner
+                .write_counts(id, owner, set, heartbeat, read_canceling)
+                .await
+        }
+        .boxed()
+    }
+    fn end<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        set: Document,
+        results: Option<RawBsonRef<'a>>,
+    ) -> StoreFuture<'a, Fenced<()>> {
+        async move {
+            self.check(id)?;
+            self.inner.end(id, owner, set, results).await
+        }
+        .boxed()
+    }
+    fn heartbeat<'a>(&'a self, ids: &'a [String], owner: &'a str) -> StoreFuture<'a, Vec<String>> {
+        self.inner.heartbeat(ids, owner)
+    }
+    fn add_to_job<'a>(&'a self, id: &'a str, update: Document) -> StoreFuture<'a, bool> {
+        self.inner.add_to_job(id, update)
+    }
+    fn find_canceling<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<Document>> {
+        self.inner.find_canceling(ids)
+    }
+    fn request_cancel<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.request_cancel(id)
+    }
+    fn server_time(&self) -> StoreFuture<'_, DateTime> {
+        self.inner.server_time()
+    }
+    fn find_orphans<'a>(
+        &'a self,
+        cutoff: DateTime,
+        owner: &'a str,
+    ) -> StoreFuture<'a, Vec<Orphan>> {
+        self.inner.find_orphans(cutoff, owner)
+    }
+    fn end_orphan<'a>(&'a self, orphan: &'a Orphan, set: Document) -> StoreFuture<'a, bool> {
+        self.inner.end_orphan(orphan, set)
+    }
+    fn find<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Document>> {
+        self.inner.find(id)
+    }
+    fn purge(&self, cutoff: DateTime) -> StoreFuture<'_, u64> {
+        self.inner.purge(cutoff)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_jobs_end_retried_through_a_20_s_outage_of_its_writes_holds_up_no_other_job() {
+    let inner = MongoStore::connect(&store_options("outage")).await.unwrap();
+    let store = Arc::new(FailingStore {
+        inner: inner.clone(),
+        failing: Mutex::new(Vec::new()),
+    });
+    let engine = Arc::new(
+        Engine::with_store(
+            store.clone(),
+            &EngineOptions::default(),
+            Arc::new(RecordedEvents::default()),
+        )
+        .unwrap(),
+    );
+    let ending = engine.start_job(stoppable()).await.unwrap();
+    let busy = engine.start_job(stoppable()).await.unwrap();
+    engine.item_finished(&ending, true);
+    store.set_failing(ending.id(), true);
+    let end = tokio::spawn({
+        let (engine, ending) = (engine.clone(), ending.clone());
+        async move { engine.end_job(&ending, true, EndResults::Null).await }
+    });
+    let began = std::time::Instant::now();
+    let mut lags = Vec::new();
+    while began.elapsed() < Duration::from_secs(20) {
+        for _ in 0..40 {
+            engine.item_finished(&busy, true);
+        }
+        let counted = engine.live_counts(busy.id()).unwrap().0 as i32;
+        let reported = std::time::Instant::now();
+        loop {
+            let stored = inner.find(busy.id()).await.unwrap().unwrap();
+            if stored.get_i32("good").unwrap() >= counted {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        lags.push(reported.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(!end.is_finished(), "the end waits for its job's writes");
+    let worst = lags.iter().max().unwrap();
+    assert!(
+        *worst < Duration::from_millis(600),
+        "the other job's counts reached the database within {worst:?} at worst"
+    );
+    engine.end_job(&busy, true, EndResults::Null).await.unwrap();
+    assert!(
+        !end.is_finished(),
+        "the other job completed first, during the outage"
+    );
+    store.set_failing(ending.id(), false);
+    assert_eq!(end.await.unwrap().unwrap(), EndOutcome::Written);
+    let ended = inner.find(ending.id()).await.unwrap().unwrap();
+    assert_eq!(ended.get_str("status").unwrap(), "completed");
+    assert_eq!(ended.get_i32("good").unwrap(), 1);
+    println!(
+        "20 s outage of one job's writes: the other job's counts landed within {worst:?} at worst ({} samples)",
+        lags.len()
+    );
 }

@@ -109,15 +109,24 @@ async function runChild() {
 
 /**
  * Spawn a site process and wait for its ready line. Its stderr is passed
- * through to ours. Resolves to
- * { baseUrl, port, pid, shortName, csrfCookieName, child, exited,
+ * through to ours; with `captureStderr`, its lines are also kept in
+ * `stderrLines` (boot the site with `verbose: true` to get its log there).
+ * `execArgv`: Node flags for the child (e.g. `--expose-gc`). Resolves to
+ * { baseUrl, port, pid, shortName, csrfCookieName, child, exited, stderrLines,
  *   login(username, password), stop(), kill(signal = 'SIGKILL') }.
  */
-function spawnSite(options, { env = process.env, readyTimeoutMs = READY_TIMEOUT_MS } = {}) {
-  const child = childProcess.spawn(process.execPath, [__filename], {
+function spawnSite(options, { env = process.env, execArgv = [], captureStderr = false, readyTimeoutMs = READY_TIMEOUT_MS } = {}) {
+  const child = childProcess.spawn(process.execPath, [...execArgv, __filename], {
     env: { ...env, AJN_SITE_OPTIONS: JSON.stringify(options) },
-    stdio: ['ignore', 'pipe', 'inherit']
+    stdio: ['ignore', 'pipe', captureStderr ? 'pipe' : 'inherit']
   });
+  const stderrLines = [];
+  if (captureStderr) {
+    readline.createInterface({ input: child.stderr }).on('line', (line) => {
+      stderrLines.push(line);
+      process.stderr.write(`${line}\n`);
+    });
+  }
   const exited = new Promise((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
@@ -154,6 +163,7 @@ function spawnSite(options, { env = process.env, readyTimeoutMs = READY_TIMEOUT_
         ...msg,
         child,
         exited,
+        stderrLines,
         login: (username, password) => login(msg.baseUrl, username, password, { csrfCookieName: msg.csrfCookieName }),
         stop: () => terminate('SIGTERM'),
         kill: (signal = 'SIGKILL') => terminate(signal)

@@ -1,0 +1,74 @@
+// Values a site hands to the module keep the BSON types its own driver gives them, as the
+// stock module stores them: ObjectId, Decimal128, Long and Binary in results and labels, made
+// by this site's driver (bson 6) or by the bson 1.x of the MongoDB 3.x driver that older
+// Apostrophe 2 releases use.
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('path');
+const { bootFixtureSite, rawJob, bsonShape, stockApi, waitForEnd, ids } = require('./helpers/jobs.js');
+
+let site;
+let jobs;
+let client;
+
+before(async () => {
+  ({ site, jobs, client } = await bootFixtureSite());
+});
+
+after(async () => {
+  await site.stop();
+});
+
+// The same values made by a given bson package.
+function typedValues(bson) {
+  const ObjectId = bson.ObjectId || bson.ObjectID;
+  return {
+    oid: new ObjectId('5f1d7c4e9b1e8a3d2c4b6a81'),
+    decimal: bson.Decimal128.fromString('1234.5678'),
+    long: bson.Long.fromNumber(9007199254740991),
+    binary: new bson.Binary(Buffer.from([ 1, 2, 3, 250 ]), 0),
+    nested: [ { at: new Date('2020-03-19T14:02:11.123Z'), n: 3, x: 1.5 } ]
+  };
+}
+
+const start = (api, options) => new Promise((resolve, reject) => api.start(options, (err, job) => (err ? reject(err) : resolve(job))));
+const end = (api, job, results) => new Promise((resolve, reject) => api.end(job, true, results, (err) => (err ? reject(err) : resolve())));
+
+async function storedBy(api, bson) {
+  const job = await start(api, { labels: { title: 'Typed', ...typedValues(bson) } });
+  await end(api, job, { item: typedValues(bson) });
+  return rawJob(jobs, job._id);
+}
+
+test('labels and results of the site\'s own driver keep their types, as stock stores them', async () => {
+  const siteBson = require(require.resolve('bson', { paths: [ path.dirname(require.resolve('mongodb')) ] }));
+  const stock = await storedBy(stockApi(site), siteBson);
+  const native = await storedBy(jobs, siteBson);
+  assert.deepEqual(bsonShape(native.labels), bsonShape(stock.labels));
+  assert.deepEqual(bsonShape(native.results), bsonShape(stock.results));
+  assert.deepEqual(bsonShape(native.results.item), [
+    [ 'oid', 'ObjectId' ], [ 'decimal', 'Decimal128' ], [ 'long', 'Long' ], [ 'binary', 'Binary' ],
+    [ 'nested', [ [ [ 'at', 'Date' ], [ 'n', 'Int32' ], [ 'x', 'Double' ] ] ] ]
+  ]);
+});
+
+test('values of the MongoDB 3.x driver\'s bson 1.x are stored with the same types and values', async () => {
+  const siteBson = require(require.resolve('bson', { paths: [ path.dirname(require.resolve('mongodb')) ] }));
+  const stock = await storedBy(stockApi(site), siteBson);
+  const native = await storedBy(jobs, require('bson-v1'));
+  assert.deepEqual(bsonShape(native.labels), bsonShape(stock.labels));
+  assert.deepEqual(bsonShape(native.results), bsonShape(stock.results));
+  assert.equal(native.results.item.oid.toHexString(), '5f1d7c4e9b1e8a3d2c4b6a81');
+  assert.equal(native.results.item.decimal.toString(), '1234.5678');
+  assert.equal(native.results.item.long.toString(), '9007199254740991');
+  assert.deepEqual([ ...native.results.item.binary.buffer ], [ 1, 2, 3, 250 ]);
+});
+
+test('results of run gathered in Rust keep bson 1.x types too', async () => {
+  const reply = await client.post('/modules/job-fixtures/batch', { ids: ids(3), job: true, mode: 'typedV1' });
+  const job = await waitForEnd(jobs, reply.body.jobId);
+  assert.equal(job.status, 'completed');
+  const raw = await rawJob(jobs, job._id);
+  assert.deepEqual(bsonShape(raw.results.id1), [ [ 'oid', 'ObjectId' ], [ 'long', 'Long' ] ]);
+});
