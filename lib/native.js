@@ -27,4 +27,5 @@ function load() {
   }
 }
 
+/** @type {import('../binding')} */
 module.exports = load();
