@@ -57,10 +57,45 @@ export interface JobDocument {
   heartbeatAt?: Date;
   /** Additive: the first failed items of a batch, `{ id, message }`. */
   failedItems?: Array<{ id: unknown; message: string }>;
-  /** Additive: when the job ended. */
+  /** Additive: when the job ended (the database server's clock). */
   endedAt?: Date;
-  /** Additive: the job was cut short (its process died or drained). */
+  /**
+   * Additive: the job was cut short (its process died, froze past `orphanAfter` or drained,
+   * or its work function never acknowledged a stop within `stopGrace`). Always `failed`.
+   */
   interrupted?: boolean;
+}
+
+/** The module's options (`modules: { 'apostrophe-jobs': { … } }` in app.js), all optional. */
+export interface JobsOptions {
+  /** The jobs collection. Defaults to `aposJobs`. */
+  collectionName?: string;
+  /** Where the Rust engine connects; defaults to the connection string the site used. */
+  uri?: string;
+  /** Routes refuse anonymous users. Defaults to true. */
+  requireLogin?: boolean;
+  /** A job with a `userId` is visible to that user and admins only. Defaults to false. */
+  ownerOnly?: boolean;
+  /** Ms a job's process may stay silent before another process ends the job (1000 or more); `false` turns heartbeats off. Defaults to 30000. */
+  orphanAfter?: number | false;
+  /** Ms items in flight (or a work function) may take to stop after a Stop. Defaults to 10000. */
+  stopGrace?: number;
+  /** Drain on SIGTERM/SIGINT. Defaults to false. */
+  drainOnSignal?: boolean;
+  /** Ms a drain waits for running jobs. Defaults to 10000. */
+  drainTimeout?: number;
+  /** Failed items kept per job (1 to 100000), or `false` for none. Defaults to 100. */
+  keepFailedItems?: number | false;
+  /** Seconds after `endedAt` when MongoDB deletes an ended job. Defaults to never. */
+  expireAfter?: number;
+  /** Ms the start-up connection may take. Defaults to 10000. */
+  connectTimeout?: number;
+  /** Ms between early count writes, at most (1 to 60000). Defaults to 100. */
+  flushInterval?: number;
+  /** Ms between stop checks (10 to 60000). Defaults to 250. */
+  watchInterval?: number;
+  /** Ms a job's final write is retried while MongoDB is unreachable. Defaults to 60000. */
+  finishRetryWindow?: number;
 }
 
 /** Calls back once the hook's work has stopped (and, for cancel, been undone). */
@@ -79,7 +114,7 @@ export interface StartOptions {
 
 export interface RunOptions {
   labels?: JobLabels;
-  /** How many items run at once. Defaults to 1 (2.x order). */
+  /** How many items run at once, started in order. Defaults to 1 (2.x order). */
   concurrency?: number;
   /** Milliseconds after which an unfinished item counts as failed. Off by default. */
   timeout?: number;
@@ -93,11 +128,16 @@ export interface RunNonBatchOptions {
   [key: string]: unknown;
 }
 
-/** Performs the change on one id; calls back (or resolves) with an optional result. */
+/**
+ * Performs the change on one id; calls back (or resolves) with an optional result. `signal`
+ * aborts when the job is stopped, the process drains, or the job is no longer this
+ * process's; an item still running `stopGrace` ms after a Stop is abandoned.
+ */
 export type ChangeFunction = (
   req: Request,
   id: any,
-  callback: (err?: unknown, result?: unknown) => void
+  callback: (err?: unknown, result?: unknown) => void,
+  signal: AbortSignal
 ) => void | PromiseLike<unknown>;
 
 export interface Reporting {
@@ -109,6 +149,12 @@ export interface Reporting {
   setResults(results: unknown): void;
   /** `false`, or the function to call instead of the callback once stopped or undone. */
   isCanceling(): false | HaltAcknowledgement;
+  /**
+   * Aborts when a Stop or Cancel is requested (as `isCanceling` turns truthy), when the
+   * process drains, or when the job is no longer this process's. Work that has not
+   * acknowledged a Stop within `stopGrace` has its job ended `failed`, `interrupted`.
+   */
+  signal: AbortSignal;
 }
 
 export type WorkFunction = (
@@ -121,6 +167,7 @@ export type WorkFunction = (
 export interface JobsModule {
   /** The site's own driver collection for `aposJobs`. */
   db: any;
+  options: JobsOptions;
   run(req: Request, change: ChangeFunction, options?: RunOptions): void;
   runNonBatch(req: Request, doTheWork: WorkFunction, options?: RunNonBatchOptions): void;
   start(options: StartOptions, callback: (err: Error | null, job?: JobHandle) => void): void;
@@ -134,7 +181,7 @@ export interface JobsModule {
   ensureCollection(callback: (err: Error | null) => void): void;
   addRoutes(): void;
   pushAssets(): void;
-  /** `((processed / total) * 100).toFixed(2)` with JavaScript's coercion and rounding. */
+  /** `((processed / total) * 100).toFixed(2)`, as 2.x computes it. */
   percentage(processed: unknown, total: unknown): string;
   /** Starts a new job (replying like `run`) over the failed items of job `jobId`. */
   retryFailed(req: Request, jobId: string, change: ChangeFunction, options?: RunOptions): void;
@@ -146,6 +193,8 @@ export interface JobsModule {
   purgeJobs(options: { olderThan: number }): Promise<number>;
   /** Whether the user of `req` may see `job` (the `ownerOnly` option). */
   canAccessJob(req: Request, job: JobDocument): boolean;
+  /** Throws, naming the option and what it accepts, when an option is out of range. */
+  validateOptions(): void;
 }
 
 /** The Apostrophe 2 module definition (no `extend`: an implicit subclass of the core module). */

@@ -77,231 +77,6 @@ module.exports = function(self, options) {
     return runBatchJob(req, ids, change, options);
   };
 
-  // Starts a new job over the items that failed in job `jobId` (its `failedItems`, the first
-  // `keepFailedItems` of them), with `change` and `options` as for `run`. Responds like
-  // `run`: `{ status: 'ok', jobId }`, or `{ status: 'notfound' }` for an unknown job.
-
-  self.retryFailed = function(req, jobId, change, options) {
-    options = options || {};
-    return self.db.findOne({ _id: self.apos.launder.id(jobId) }, function(err, job) {
-      if (err) {
-        return self.apiResponder(req, err);
-      }
-      if (!job || !self.canAccessJob(req, job)) {
-        return self.apiResponder(req, 'notfound');
-      }
-      const ids = (job.failedItems || []).map((item) => item.id);
-      return runBatchJob(req, ids, change, Object.assign({ labels: job.labels }, options));
-    });
-  };
-
-  function runBatchJob(req, ids, change, options) {
-    const timeout = positiveInteger(options.timeout, 'timeout');
-    const concurrency = positiveInteger(options.concurrency, 'concurrency') || 1;
-    // The stop hook remembers its acknowledgement; the Rust loop has already stopped taking
-    // items by then. The stop is acknowledged once the loop has halted too.
-    let stopAcknowledgement = null;
-    let loopHalted = false;
-    const acknowledgeStopWhenHalted = function() {
-      if (stopAcknowledgement && loopHalted) {
-        const acknowledge = stopAcknowledgement;
-        stopAcknowledgement = function() {};
-        acknowledge(null);
-      }
-    };
-    const startOptions = Object.assign({}, options, {
-      userId: req.user && req.user._id,
-      stop: function(job, acknowledge) {
-        stopAcknowledgement = acknowledge;
-        acknowledgeStopWhenHalted();
-      }
-    });
-    return self.start(startOptions, function(err, job) {
-      if (err) {
-        return self.apiResponder(req, err);
-      }
-      self.setTotal(job, ids.length);
-      self.apiResponder(req, null, { jobId: job._id });
-      const live = self.liveJobs.get(job._id);
-      const batch = new BatchResults(job, live.handle, ids);
-      // 2.x calls `good(job)` / `bad(job)` once per item: a site that replaces them gets that.
-      const reportEachItem = self.good !== ownGood || self.bad !== ownBad;
-      const runRange = createRangeRunner({
-        ids,
-        concurrency,
-        callItem: function(id, done) {
-          return callChange(change, req, id, {
-            timeout,
-            signal: live.controller.signal,
-            warn: self.apos.utils.warn,
-            error: self.apos.utils.error
-          }, done);
-        },
-        itemFinished: function(index, error, result) {
-          const id = ids[index];
-          if (error) {
-            self.recordFailedItem(job, id, error);
-          } else {
-            batch.add(id, result);
-          }
-          if (reportEachItem) {
-            error ? self.bad(job) : self.good(job);
-            return live.handle.mayStartItem();
-          }
-          return live.handle.itemFinished(!error);
-        },
-        mayStart: () => live.handle.mayStartItem(),
-        late: function(index) {
-          self.apos.utils.warn(`apostrophe-jobs: the change function finished id ${ids[index]} of job ${job._id} after the job was stopped (the item took longer than the stopGrace option allows after a stop); its outcome is ignored.`);
-        }
-      });
-      let range = null;
-      // Called by Rust for each range (it must not throw: Rust waits for `rangeDone`).
-      const runRangeForRust = function(start, end) {
-        try {
-          batch.beginRange();
-          range = runRange(start, end, function(finished, error) {
-            try {
-              batch.endRange();
-            } catch (failure) {
-              error = error || failure;
-            }
-            live.handle.rangeDone(finished, error ? String((error && error.stack) || error) : undefined);
-          });
-        } catch (error) {
-          live.handle.rangeDone(0, String(error.stack || error));
-        }
-      };
-      return live.handle.runBatch(ids.length, runRangeForRust, { concurrency }).then(function(outcome) {
-        switch (outcome) {
-          case 'completed':
-            return batch.endCompleted();
-          case 'abandoned':
-            range.abandon();
-          // falls through: the abandoned items' job is stopped all the same
-          case 'stopped':
-            loopHalted = true;
-            return acknowledgeStopWhenHalted();
-          default:
-            // Drained (Rust ended it as interrupted) or gone (another process ended it).
-            return self.forgetJob(job);
-        }
-      }, function(error) {
-        self.apos.utils.error(error);
-        return self.end(job, false, self.logEndFailure);
-      });
-    });
-  }
-
-  // `run`'s results: 2.x's `results[id] = result`, gathered in Rust a range at a time when
-  // the ids allow it (the JavaScript heap then never holds an object with a key per item),
-  // else in one object as in 2.x.
-  function BatchResults(job, handle, ids) {
-    const gather = canGatherResults(ids);
-    const all = gather ? null : {};
-    let range = null;
-    let gatheringFailed = false;
-
-    this.beginRange = function() {
-      range = gather ? {} : all;
-    };
-
-    this.add = function(id, result) {
-      range[id] = result;
-    };
-
-    this.endRange = function() {
-      if (!gather || gatheringFailed || Object.keys(range).length === 0) {
-        return;
-      }
-      try {
-        handle.addResults(self.encodeDocument(range));
-      } catch (error) {
-        gatheringFailed = true;
-        self.apos.utils.error(`apostrophe-jobs: the results of job ${job._id} cannot be stored (${error.message}); the job ends without them.`);
-      }
-    };
-
-    this.endCompleted = function() {
-      if (!gather) {
-        return self.end(job, true, all, self.logEndFailure);
-      }
-      if (gatheringFailed) {
-        return self.end(job, true, null, self.logEndFailure);
-      }
-      if (self.end === ownEnd) {
-        return endJob(job, { success: true, gathered: true }).catch(self.logEndFailure);
-      }
-      // A site replaced `end`: it gets the results object, as in 2.x.
-      const gathered = handle.takeResults();
-      return self.end(job, true, gathered ? self.decodeDocument(gathered) : null, self.logEndFailure);
-    };
-  }
-
-  // An option that must be a positive integer, or undefined for the default; anything else
-  // is logged and replaced by the default.
-  function positiveInteger(value, name) {
-    if (value === undefined || value === null) {
-      return undefined;
-    }
-    if (Number.isInteger(value) && value > 0 && value <= 0xffffffff) {
-      return value;
-    }
-    self.apos.utils.warn(`apostrophe-jobs: run's ${name} option must be a positive integer, not ${JSON.stringify(value)}; the default is used.`);
-    return undefined;
-  }
-
-  // Whether results gathered range by range store exactly what 2.x's `results` object
-  // would: each id a string that comes once, none an array index ("7", which an object lists
-  // first, in numeric order) nor `__proto__` (which an assignment does not store).
-  function canGatherResults(ids) {
-    const seen = new Set();
-    for (const id of ids) {
-      if (typeof id !== 'string' || seen.has(id) || ARRAY_INDEX.test(id) || id === '__proto__') {
-        return false;
-      }
-      seen.add(id);
-    }
-    return true;
-  }
-
-  const ARRAY_INDEX = /^(?:0|[1-9][0-9]{0,9})$/;
-
-  // Keeps the id and error message of a failed item in the job's additive `failedItems`
-  // (the first `keepFailedItems`, default 100), for diagnosis and `retryFailed`.
-
-  self.recordFailedItem = function(job, id, error) {
-    const live = self.liveJobs.get(job._id);
-    if (!live) {
-      return;
-    }
-    const message = (error && error.message) || String(error);
-    try {
-      live.handle.addFailedItem(self.encodeValue(id), message);
-    } catch (e) {
-      self.apos.utils.error(e);
-    }
-  };
-
-  function runWithinRequest(req, change, ids, options) {
-    const results = {};
-    let single;
-    return (async function() {
-      const timeout = positiveInteger(options.timeout, 'timeout');
-      for (const id of ids) {
-        const outcome = await self.callChange(req, change, id, timeout);
-        if (outcome.error) {
-          return self.apiResponder(req, outcome.error);
-        }
-        results[id] = outcome.result;
-        if (req.body._id && !single) {
-          single = outcome.result;
-        }
-      }
-      return self.apiResponder(req, null, { data: single || {}, results });
-    })();
-  }
-
   // Like `run`, starts and supervises a long-running job, but `doTheWork(req, reporting,
   // callback)` is called just once and the job is over when it finishes. `doTheWork` may
   // call `reporting.good(n)`, `reporting.bad(n)` (n defaults to 1, and 0 counts as 1, as in
@@ -557,6 +332,8 @@ module.exports = function(self, options) {
     }
   }
 
+  // *Additions of this package*, after the 2.x methods.
+
   // Retention. Jobs are kept forever by default, as in 2.x; the `expireAfter` option (in
   // seconds) makes MongoDB delete ended jobs that long after their `endedAt` (a TTL index).
   // These two help otherwise.
@@ -587,5 +364,236 @@ module.exports = function(self, options) {
     }
     return self.engine.purge(olderThan);
   };
+
+  // Starts a new job over the items that failed in job `jobId` (its `failedItems`, the first
+  // `keepFailedItems` of them), with `change` and `options` as for `run`. Responds like
+  // `run`: `{ status: 'ok', jobId }`, or `{ status: 'notfound' }` for an unknown job.
+
+  self.retryFailed = function(req, jobId, change, options) {
+    options = options || {};
+    return self.db.findOne({ _id: self.apos.launder.id(jobId) }, function(err, job) {
+      if (err) {
+        return self.apiResponder(req, err);
+      }
+      if (!job || !self.canAccessJob(req, job)) {
+        return self.apiResponder(req, 'notfound');
+      }
+      const ids = (job.failedItems || []).map((item) => item.id);
+      return runBatchJob(req, ids, change, Object.assign({ labels: job.labels }, options));
+    });
+  };
+
+  // Keeps the id and error message of a failed item in the job's additive `failedItems`
+  // (the first `keepFailedItems`, default 100), for diagnosis and `retryFailed`.
+
+  self.recordFailedItem = function(job, id, error) {
+    const live = self.liveJobs.get(job._id);
+    if (!live) {
+      return;
+    }
+    const message = (error && error.message) || String(error);
+    try {
+      live.handle.addFailedItem(self.encodeValue(id), message);
+    } catch (e) {
+      self.apos.utils.error(e);
+    }
+  };
+
+  // *How `run` works* (not methods: a site overrides `run` itself, not these).
+
+  // Runs a batch as a job: the Rust core hands out ranges of items, `range-runner.js` runs
+  // them, and the stop hook is acknowledged once the loop has halted.
+  function runBatchJob(req, ids, change, options) {
+    const timeout = positiveInteger(options.timeout, 'timeout');
+    const concurrency = positiveInteger(options.concurrency, 'concurrency') || 1;
+    // The stop hook remembers its acknowledgement; the Rust loop has already stopped taking
+    // items by then. The stop is acknowledged once the loop has halted too.
+    let stopAcknowledgement = null;
+    let loopHalted = false;
+    const acknowledgeStopWhenHalted = function() {
+      if (stopAcknowledgement && loopHalted) {
+        const acknowledge = stopAcknowledgement;
+        stopAcknowledgement = function() {};
+        acknowledge(null);
+      }
+    };
+    const startOptions = Object.assign({}, options, {
+      userId: req.user && req.user._id,
+      stop: function(job, acknowledge) {
+        stopAcknowledgement = acknowledge;
+        acknowledgeStopWhenHalted();
+      }
+    });
+    return self.start(startOptions, function(err, job) {
+      if (err) {
+        return self.apiResponder(req, err);
+      }
+      self.setTotal(job, ids.length);
+      self.apiResponder(req, null, { jobId: job._id });
+      const live = self.liveJobs.get(job._id);
+      const batch = new BatchResults(job, live.handle, ids);
+      // 2.x calls `good(job)` / `bad(job)` once per item: a site that replaces them gets that.
+      const reportEachItem = self.good !== ownGood || self.bad !== ownBad;
+      const runRange = createRangeRunner({
+        ids,
+        concurrency,
+        callItem: function(id, done) {
+          return callChange(change, req, id, {
+            timeout,
+            signal: live.controller.signal,
+            warn: self.apos.utils.warn,
+            error: self.apos.utils.error
+          }, done);
+        },
+        itemFinished: function(index, error, result) {
+          const id = ids[index];
+          if (error) {
+            self.recordFailedItem(job, id, error);
+          } else {
+            batch.add(id, result);
+          }
+          if (reportEachItem) {
+            error ? self.bad(job) : self.good(job);
+            return live.handle.mayStartItem();
+          }
+          return live.handle.itemFinished(!error);
+        },
+        mayStart: () => live.handle.mayStartItem(),
+        late: function(index) {
+          self.apos.utils.warn(`apostrophe-jobs: the change function finished id ${ids[index]} of job ${job._id} after the job was stopped (the item took longer than the stopGrace option allows after a stop); its outcome is ignored.`);
+        }
+      });
+      let range = null;
+      // Called by Rust for each range (it must not throw: Rust waits for `rangeDone`).
+      const runRangeForRust = function(start, end) {
+        try {
+          batch.beginRange();
+          range = runRange(start, end, function(finished, error) {
+            try {
+              batch.endRange();
+            } catch (failure) {
+              error = error || failure;
+            }
+            live.handle.rangeDone(finished, error ? String((error && error.stack) || error) : undefined);
+          });
+        } catch (error) {
+          live.handle.rangeDone(0, String(error.stack || error));
+        }
+      };
+      // `maxRange` (undocumented): the largest range per hop, for the benchmarks.
+      const batchOptions = { concurrency, maxRange: positiveInteger(options.maxRange, 'maxRange') };
+      return live.handle.runBatch(ids.length, runRangeForRust, batchOptions).then(function(outcome) {
+        switch (outcome) {
+          case 'completed':
+            return batch.endCompleted();
+          case 'abandoned':
+            range.abandon();
+          // falls through: the abandoned items' job is stopped all the same
+          case 'stopped':
+            loopHalted = true;
+            return acknowledgeStopWhenHalted();
+          default:
+            // Drained (Rust ended it as interrupted) or gone (another process ended it).
+            return self.forgetJob(job);
+        }
+      }, function(error) {
+        self.apos.utils.error(error);
+        return self.end(job, false, self.logEndFailure);
+      });
+    });
+  }
+
+  // `run`'s results: 2.x's `results[id] = result`, gathered in Rust a range at a time when
+  // the ids allow it (the JavaScript heap then never holds an object with a key per item),
+  // else in one object as in 2.x.
+  function BatchResults(job, handle, ids) {
+    const gather = canGatherResults(ids);
+    const all = gather ? null : {};
+    let range = null;
+    let gatheringFailed = false;
+
+    this.beginRange = function() {
+      range = gather ? {} : all;
+    };
+
+    this.add = function(id, result) {
+      range[id] = result;
+    };
+
+    this.endRange = function() {
+      if (!gather || gatheringFailed || Object.keys(range).length === 0) {
+        return;
+      }
+      try {
+        handle.addResults(self.encodeDocument(range));
+      } catch (error) {
+        gatheringFailed = true;
+        self.apos.utils.error(`apostrophe-jobs: the results of job ${job._id} cannot be stored (${error.message}); the job ends without them.`);
+      }
+    };
+
+    this.endCompleted = function() {
+      if (!gather) {
+        return self.end(job, true, all, self.logEndFailure);
+      }
+      if (gatheringFailed) {
+        return self.end(job, true, null, self.logEndFailure);
+      }
+      if (self.end === ownEnd) {
+        return endJob(job, { success: true, gathered: true }).catch(self.logEndFailure);
+      }
+      // A site replaced `end`: it gets the results object, as in 2.x.
+      const gathered = handle.takeResults();
+      return self.end(job, true, gathered ? self.decodeDocument(gathered) : null, self.logEndFailure);
+    };
+  }
+
+  // An option that must be a positive integer, or undefined for the default; anything else
+  // is logged and replaced by the default.
+  function positiveInteger(value, name) {
+    if (value === undefined || value === null) {
+      return undefined;
+    }
+    if (Number.isInteger(value) && value > 0 && value <= 0xffffffff) {
+      return value;
+    }
+    self.apos.utils.warn(`apostrophe-jobs: run's ${name} option must be a positive integer, not ${JSON.stringify(value)}; the default is used.`);
+    return undefined;
+  }
+
+  // Whether results gathered range by range store exactly what 2.x's `results` object
+  // would: each id a string that comes once, none an array index ("7", which an object lists
+  // first, in numeric order) nor `__proto__` (which an assignment does not store).
+  function canGatherResults(ids) {
+    const seen = new Set();
+    for (const id of ids) {
+      if (typeof id !== 'string' || seen.has(id) || ARRAY_INDEX.test(id) || id === '__proto__') {
+        return false;
+      }
+      seen.add(id);
+    }
+    return true;
+  }
+
+  const ARRAY_INDEX = /^(?:0|[1-9][0-9]{0,9})$/;
+
+  function runWithinRequest(req, change, ids, options) {
+    const results = {};
+    let single;
+    return (async function() {
+      const timeout = positiveInteger(options.timeout, 'timeout');
+      for (const id of ids) {
+        const outcome = await self.callChange(req, change, id, timeout);
+        if (outcome.error) {
+          return self.apiResponder(req, outcome.error);
+        }
+        results[id] = outcome.result;
+        if (req.body._id && !single) {
+          single = outcome.result;
+        }
+      }
+      return self.apiResponder(req, null, { data: single || {}, results });
+    })();
+  }
 };
 
