@@ -19,7 +19,7 @@ pub enum LogLevel {
 pub trait EngineEvents: Send + Sync + 'static {
     /// A stop was requested for a job of this process: call its `kind` hook with the freshly
     /// read job document; the hook's acknowledgement comes back through
-    /// [`crate::engine::Engine::acknowledge_halt`].
+    /// the engine's `acknowledge_halt`.
     fn halt_requested(&self, id: &str, kind: HaltKind, job: &Document);
     /// A job of this process ended without its work finishing: another process ended it
     /// (this one was taken for dead), or its work function never acknowledged a stop. Its

@@ -11,7 +11,7 @@ use crate::store::StoreOptions;
 /// documented value.
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
-    /// Where the jobs live. Required by [`crate::engine::Engine::connect`].
+    /// Where the jobs live. Required to connect.
     pub store: Option<StoreOptions>,
     /// How soon counts of quick items are written, at most. Defaults to 100 ms.
     pub flush_interval: Option<Duration>,
