@@ -73,8 +73,6 @@ export declare class JobHandle {
    * an error).
    */
   acknowledgeHalt(failed: boolean): Promise<EndResult>
-  /** Ends the job as interrupted (`failed`, `interrupted: true`). */
-  interrupt(): Promise<EndResult>
 }
 
 /** How a batch ended. */

@@ -284,11 +284,6 @@ impl Engine {
         }
     }
 
-    /// How many jobs of this process are running.
-    pub fn live_jobs(&self) -> usize {
-        self.ctx.jobs.len()
-    }
-
     /// Deletes jobs that ended longer than `older_than` ago by the database's clock; returns
     /// how many.
     pub async fn purge(&self, older_than: Duration) -> Result<u64> {

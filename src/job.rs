@@ -201,11 +201,6 @@ impl Ending {
         self.status
     }
 
-    /// Whether the job gets a `results` field.
-    pub fn has_results(&self) -> bool {
-        self.with_results
-    }
-
     /// The `$set` of the ending. `results` is written as `null` here, in its place among the
     /// fields; the final write puts the raw results there (see [`crate::results`]), or leaves
     /// `null`.

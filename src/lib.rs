@@ -589,9 +589,4 @@ impl JobHandle {
             .into())
     }
 
-    /// Ends the job as interrupted (`failed`, `interrupted: true`).
-    #[napi]
-    pub async fn interrupt(&self) -> napi::Result<EndResult> {
-        Ok(self.engine.interrupt_job(&self.job).await?.into())
-    }
 }

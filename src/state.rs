@@ -236,11 +236,6 @@ impl LiveJob {
         self.gone.cancelled().await
     }
 
-    /// Whether the job is gone from this process.
-    pub fn is_gone(&self) -> bool {
-        self.gone.is_cancelled()
-    }
-
     fn lease_holds(&self, now: Instant) -> bool {
         match self.lease {
             None => true,
@@ -442,23 +437,13 @@ impl LiveJobs {
         lock(&self.jobs).get(id).cloned()
     }
 
-    /// How many jobs of this process are live.
-    pub fn len(&self) -> usize {
-        lock(&self.jobs).len()
-    }
-
     /// Whether no job of this process is live.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        lock(&self.jobs).is_empty()
     }
 
     fn all(&self) -> Vec<Arc<LiveJob>> {
         lock(&self.jobs).values().cloned().collect()
-    }
-
-    /// Whether this process was done with the job `id` lately (ended, lost, given up).
-    pub fn is_gone(&self, id: &str) -> bool {
-        lock(&self.gone).ids.contains(id)
     }
 
     fn late_for_gone_job(&self, id: &str) -> Option<Ignored> {
