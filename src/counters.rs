@@ -20,6 +20,9 @@ pub struct Counts {
     bad: f64,
     /// A `setTotal` not written yet (the last one wins, as with 2.x's `$set`s).
     total: Option<Bson>,
+    /// The last `setTotal` of all: the final write carries it, whatever became of the
+    /// writes before it (one in flight when the job ends is refused once the end lands).
+    last_total: Option<Bson>,
     failed_items: Vec<Bson>,
     keep_failed_items: usize,
     failed_items_changed: bool,
@@ -75,6 +78,7 @@ impl Counts {
     /// Records a `setTotal`. Returns true: a total is worth a write before the tick (the
     /// progress bar needs it).
     pub fn set_total(&mut self, total: Bson) -> bool {
+        self.last_total = Some(total.clone());
         self.total = Some(total);
         self.mark_dirty();
         true
@@ -106,22 +110,33 @@ impl Counts {
         (self.good, self.bad)
     }
 
-    /// Takes what is to write, if anything.
+    /// Takes what is to write, if anything: the counts, and the total and failed items that
+    /// changed since the last write.
     pub fn take(&mut self) -> Option<CountsWrite> {
-        self.dirty.then(|| self.take_final())
-    }
-
-    /// Takes the counts for the job's final write, dirty or not.
-    pub fn take_final(&mut self) -> CountsWrite {
+        if !self.dirty {
+            return None;
+        }
         self.dirty = false;
         self.pending_items = 0.0;
         let failed_items = self.failed_items_changed.then(|| self.failed_items.clone());
         self.failed_items_changed = false;
-        CountsWrite {
+        Some(CountsWrite {
             good: self.good,
             bad: self.bad,
             total: self.total.take(),
             failed_items,
+        })
+    }
+
+    /// Takes everything the job reported, for its final write: it must not depend on the
+    /// writes before it, which may still be in flight and are refused once the end lands.
+    pub fn take_final(&mut self) -> CountsWrite {
+        self.take();
+        CountsWrite {
+            good: self.good,
+            bad: self.bad,
+            total: self.last_total.clone(),
+            failed_items: (!self.failed_items.is_empty()).then(|| self.failed_items.clone()),
         }
     }
 
@@ -290,6 +305,26 @@ mod tests {
             counts.take().unwrap().set_fields().get("total"),
             Some(&Bson::Int32(30)),
             "a newer total wins over a restored one"
+        );
+    }
+
+    #[test]
+    fn the_final_write_carries_the_total_and_failed_items_already_taken_by_earlier_writes() {
+        let mut counts = Counts::new(100);
+        counts.set_total(Bson::Int32(50));
+        counts.add_failed_item(doc! { "id": "x", "message": "no" });
+        counts.add(1.0, 1.0);
+        // In flight when the job ends: refused once the end lands, so the end must not need it.
+        let _in_flight = counts.take().unwrap();
+        let fields = counts.take_final().set_fields();
+        assert_eq!(fields.get("total"), Some(&Bson::Int32(50)));
+        assert_eq!(fields.get_array("failedItems").unwrap().len(), 1);
+        assert_eq!(fields.get("processed"), Some(&Bson::Int32(2)));
+        let mut quiet = Counts::new(100);
+        assert_eq!(
+            quiet.take_final().set_fields(),
+            doc! { "good": 0, "bad": 0, "processed": 0 },
+            "no total unless one was set"
         );
     }
 

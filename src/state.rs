@@ -129,6 +129,8 @@ struct Life {
     /// When the document was last written (counts or heartbeat).
     written_at: Instant,
     write_in_flight: bool,
+    /// Its count writes fail (reported once, until one lands again).
+    writes_failing: bool,
     warned_late_counts: bool,
 }
 
@@ -305,6 +307,15 @@ impl LiveJob {
         Some((write, self.kind.is_some() && life.phase == Phase::Running))
     }
 
+    /// Records whether a count write of the job reached the database. Returns true when that
+    /// changes (the first failure, or the first success after failures), to report it once.
+    pub fn note_write_reached(&self, reached: bool) -> bool {
+        let mut life = self.life();
+        let changed = life.writes_failing == reached;
+        life.writes_failing = !reached;
+        changed
+    }
+
     /// Whether the job has counts to write (or one write in flight).
     fn has_write_due(&self) -> bool {
         self.life().write_in_flight || lock(&self.counts).is_dirty()
@@ -412,6 +423,7 @@ impl LiveJobs {
                 checked_at: sent_at,
                 written_at: sent_at,
                 write_in_flight: false,
+                writes_failing: false,
                 warned_late_counts: false,
             }),
             no_new_items: CancellationToken::new(),

@@ -37,26 +37,36 @@ pub async fn write_counts(ctx: TaskContext, job: Arc<LiveJob>) {
     .await;
     let (outcome, restore) = match written {
         Ok(Ok(Fenced::Applied(canceling))) => {
-            if ctx.health.answered() {
+            ctx.health.answered();
+            if job.note_write_reached(true) {
                 ctx.log(
                     LogLevel::Warn,
-                    "apostrophe-jobs: MongoDB answers again; pending job counts are written"
-                        .to_owned(),
+                    format!(
+                        "apostrophe-jobs: the counts of job {} are written again",
+                        job.id()
+                    ),
                 );
             }
             (WriteOutcome::Applied { canceling }, None)
         }
         Ok(Ok(Fenced::Refused)) => (WriteOutcome::Refused, None),
         Ok(Err(error)) if error.is_transient() => {
-            if ctx.health.failed() {
+            ctx.health.failed();
+            if job.note_write_reached(false) {
                 ctx.log(
                     LogLevel::Error,
-                    format!("{error}; job counts are kept and written once MongoDB answers again"),
+                    format!(
+                        "{error}; the counts of job {} are kept and written once MongoDB answers again",
+                        job.id()
+                    ),
                 );
             }
             (WriteOutcome::Failed, Some(counts))
         }
-        Err(_) => (WriteOutcome::Failed, Some(counts)),
+        Err(_) => {
+            ctx.health.failed();
+            (WriteOutcome::Failed, Some(counts))
+        }
         Ok(Err(error)) => {
             // Refused for what it holds (a total MongoDB cannot store, say): written again it
             // would fail again. The counts themselves are absolute and go out with the next

@@ -95,7 +95,11 @@ mod tests {
             store.job(failing.id()).unwrap().get("good"),
             Some(&Bson::Int32(0))
         );
-        assert_eq!(events.logged("job counts are kept"), 1);
+        assert_eq!(
+            events.logged("are kept and written once MongoDB answers"),
+            1,
+            "said once"
+        );
         store.set_job_failing(failing.id(), false);
         failing.add_counts(40.0, 0.0).unwrap();
         run_for(Duration::from_millis(300)).await;
@@ -104,6 +108,8 @@ mod tests {
             Some(&Bson::Int32(80)),
             "kept counts go out whole with the next tick once the job's writes land again"
         );
+        let recovered = format!("the counts of job {} are written again", failing.id());
+        assert_eq!(events.logged(&recovered), 1);
         shutdown.cancel();
     }
 }
