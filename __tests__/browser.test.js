@@ -358,7 +358,8 @@ test('an admin publishes 200 draft articles from the manager and watches the job
   assert.ok(!(await job.done.isVisible()), 'Done is hidden while the job runs');
   await screenshot(page, 'publish-in-progress');
 
-  // Escape does not close the modal of a running job.
+  // Escape does not close the modal of a running job. Something that must not happen: the
+  // job is running (seen above); watch the modal for a while after the key.
   await page.keyboard.press('Escape');
   await delay(300);
   assert.ok(await job.modal.isVisible(), 'the modal stays open while the job runs');
@@ -439,7 +440,8 @@ test('Stop halts a slow batch: Stopping..., then Stopped, and the remaining arti
   assert.equal(published, doc.good, 'exactly the processed articles are published');
   assert.equal(await countArticles(site, ids, false), 200 - doc.good, 'the rest are still drafts');
 
-  // Nothing carries on behind the scenes.
+  // Nothing carries on behind the scenes. Something that must not happen: the job has ended
+  // (read above); watch for a while, many saves long.
   await delay(1500);
   assert.equal(await countArticles(site, ids, true), published, 'no article is published after the stop');
   assert.equal((await readJob(site, jobId)).processed, doc.processed);
@@ -496,6 +498,8 @@ test('Cancel on a runNonBatch job opened from page code undoes its work: Cancele
   assert.equal(doc.canCancel, true);
   assert.ok(doc.good > 0 && doc.good < 400, `good ${doc.good}`);
   assert.equal(doc.results, undefined, 'a canceled job has no results');
+  // Something that must not happen: the job has ended (read above); watch for a while, many
+  // steps of the work long.
   await delay(1000);
   assert.equal(await records.countDocuments({ runId }), 0, 'and nothing is written afterwards');
   assert.deepEqual(pageErrors, []);
@@ -551,6 +555,8 @@ test('Stop clicked on one site process halts the job running in another process'
   assert.ok(doc.processed > 0 && doc.processed < 200, `processed ${doc.processed} of 200`);
   const published = await countArticles(viewer, ids, true);
   assert.equal(published, doc.good, 'exactly the processed articles are published');
+  // Something that must not happen: the job has ended (read above); watch for a while, many
+  // saves long.
   await delay(1500);
   assert.equal(await countArticles(viewer, ids, true), published, 'the owner published nothing more');
   assert.equal((await readJob(viewer, jobId)).processed, doc.processed);

@@ -9,7 +9,7 @@ const assert = require('node:assert/strict');
 const path = require('path');
 const { bootSite, createAdmin } = require('./helpers/site.js');
 const { spawnSite } = require('./helpers/site-process.js');
-const { testUri, waitForEnd, delay, ids } = require('./helpers/jobs.js');
+const { testUri, waitForEnd, waitUntil, delay, ids } = require('./helpers/jobs.js');
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'job-fixtures.js');
 const ORPHAN_AFTER = 3000;
@@ -41,18 +41,6 @@ before(async () => {
 after(async () => {
   await site.stop({ dropDatabase: true });
 });
-
-async function waitUntil(condition, timeout, what) {
-  const deadline = Date.now() + timeout;
-  while (Date.now() < deadline) {
-    const value = await condition();
-    if (value) {
-      return value;
-    }
-    await delay(50);
-  }
-  throw new Error(`${what} within ${timeout} ms`);
-}
 
 const readJob = (_id) => jobs.db.findOne({ _id });
 const marks = () => site.apos.db.collection('jobFixtureMarks');

@@ -3,7 +3,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { bootFixtureSite, waitForEnd, delay } = require('./helpers/jobs.js');
+const { bootFixtureSite, waitUntil, waitForEnd, delay } = require('./helpers/jobs.js');
 
 let site;
 let jobs;
@@ -22,6 +22,11 @@ async function work(body) {
   const response = await client.post('/modules/job-fixtures/nonbatch', body);
   assert.equal(response.body.status, 'ok');
   return response.body.jobId;
+}
+
+// The work function has done (and counted) some work.
+function counted(jobId) {
+  return waitUntil(async () => (await jobs.db.findOne({ _id: jobId })).processed > 0, 10000, `job ${jobId} counted work`);
 }
 
 async function progress(_id) {
@@ -63,7 +68,7 @@ test('runNonBatch: a synchronous throw fails the job instead of crashing', async
 test('runNonBatch with canCancel: Cancel undoes the work and ends canceled, even for a promise-returning work function', async () => {
   fixtures.undone = [];
   const jobId = await work({ mode: 'cancelable', canCancel: true });
-  await delay(200);
+  await counted(jobId);
   assert.deepEqual((await client.post('/modules/apostrophe-jobs/cancel', { _id: jobId })).body, { status: 'ok' });
   const job = await waitForEnd(jobs, jobId);
   assert.equal(job.status, 'canceled');
@@ -72,13 +77,14 @@ test('runNonBatch with canCancel: Cancel undoes the work and ends canceled, even
   assert.ok(fixtures.undone.length > 0);
   assert.equal(fixtures.undone.length, job.good, 'everything done was undone');
   // The work function's promise resolved after the acknowledgement: it must not overwrite.
+  // Something that must not happen: watch the ended job for a while.
   await delay(300);
   assert.equal((await jobs.db.findOne({ _id: jobId })).status, 'canceled');
 });
 
 test('runNonBatch with canStop: Stop ends stopped', async () => {
   const jobId = await work({ mode: 'cancelable', canStop: true });
-  await delay(100);
+  await counted(jobId);
   await client.post('/modules/apostrophe-jobs/cancel', { _id: jobId });
   const job = await waitForEnd(jobs, jobId);
   assert.equal(job.status, 'stopped');
@@ -87,7 +93,7 @@ test('runNonBatch with canStop: Stop ends stopped', async () => {
 
 test('runNonBatch: an acknowledgement with an error fails the job', async () => {
   const jobId = await work({ mode: 'cancelable', canCancel: true, failUndo: true });
-  await delay(100);
+  await counted(jobId);
   await client.post('/modules/apostrophe-jobs/cancel', { _id: jobId });
   const job = await waitForEnd(jobs, jobId);
   assert.equal(job.status, 'failed');
@@ -125,7 +131,8 @@ test('progress of 1 of 800 shows 0.13 %, as JavaScript rounds it', async () => {
   const job = await new Promise((resolve, reject) => jobs.start({}, (err, job) => (err ? reject(err) : resolve(job))));
   jobs.setTotal(job, 800);
   jobs.good(job);
-  await delay(250);
+  // The total is read from the document (the count, live, from the engine).
+  await waitUntil(async () => (await jobs.db.findOne({ _id: job._id })).total === 800, 10000, 'the total was written');
   const reply = await progress(job._id);
   assert.equal(reply.job.percentage, '0.13');
   assert.match(reply.html, /In Progress\.\.\./);
@@ -138,10 +145,13 @@ test('progress shows the counts not written yet, in the process that runs the jo
   try {
     const job = await new Promise((resolve, reject) => other.jobs.start({}, (err, job) => (err ? reject(err) : resolve(job))));
     other.jobs.setTotal(job, 20);
-    await delay(300);
+    await waitUntil(async () => (await other.jobs.db.findOne({ _id: job._id })).total === 20, 10000, 'the total was written');
     for (let i = 0; i < 5; i++) {
       other.jobs.good(job);
     }
+    // Something that must not happen: watch for a while (several flush intervals of 100 ms)
+    // that the five counts are not written.
+    await delay(400);
     const stored = await other.jobs.db.findOne({ _id: job._id });
     assert.equal(stored.total, 20);
     assert.equal(stored.good, 0, 'five items are not worth a write before the tick');

@@ -7,7 +7,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { bootSite, createAdmin, insertArticles } = require('./helpers/site.js');
 const { spawnSite } = require('./helpers/site-process.js');
-const { testUri, waitForEnd, delay } = require('./helpers/jobs.js');
+const { testUri, waitUntil, waitForEnd, delay } = require('./helpers/jobs.js');
 
 const shortName = `ajn-test-shared-${process.pid}`;
 let owner;
@@ -79,7 +79,9 @@ test('a stop requested through another site process stops the job in its owner',
   const otherClient = await other.login('admin', 'admin-password');
   const started = await client.post('/modules/job-fixtures/batch', { ids: Array.from({ length: 300 }, (_, i) => `x${i}`), job: true, mode: 'slow', delay: 20 });
   const jobId = started.body.jobId;
-  await delay(400);
+  const jobs = owner.apos.modules['apostrophe-jobs'];
+  // Mid-batch: the owner has counted items (300 items take 6 s).
+  await waitUntil(async () => (await jobs.db.findOne({ _id: jobId })).processed > 0, 10000, 'the owner counted items');
   const cancel = await otherClient.post('/modules/apostrophe-jobs/cancel', { _id: jobId });
   assert.deepEqual(cancel.body, { status: 'ok' });
   const { job, html, seen } = await pollProgress(otherClient, jobId);
@@ -88,8 +90,9 @@ test('a stop requested through another site process stops the job in its owner',
   assert.ok(job.processed > 0 && job.processed < 300, `processed ${job.processed}`);
   assert.match(html, /Stopped/);
   assert.ok(seen.every((state) => state.processed <= job.processed));
-  const jobs = owner.apos.modules['apostrophe-jobs'];
   const calls = owner.apos.modules['job-fixtures'].calls.length;
+  // Something that must not happen: the job has ended (seen above); watch for a while,
+  // longer than an item.
   await delay(300);
   assert.equal(owner.apos.modules['job-fixtures'].calls.length, calls, 'the owner starts no item after the stop');
   assert.equal((await waitForEnd(jobs, jobId)).processed, calls);

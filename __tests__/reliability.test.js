@@ -9,7 +9,7 @@ const { MongoClient } = require('mongodb');
 const { bootSite, createAdmin, createUser, createClient } = require('./helpers/site.js');
 const { spawnSite } = require('./helpers/site-process.js');
 const { startServer } = require('../scripts/mongo-server.js');
-const { testUri, waitForEnd, delay, ids } = require('./helpers/jobs.js');
+const { testUri, waitUntil, waitForEnd, ids } = require('./helpers/jobs.js');
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'job-fixtures.js');
 
@@ -47,18 +47,6 @@ async function withClient(uri, fn) {
   }
 }
 
-async function waitUntil(condition, timeout, what) {
-  const deadline = Date.now() + timeout;
-  while (Date.now() < deadline) {
-    const value = await condition();
-    if (value) {
-      return value;
-    }
-    await delay(50);
-  }
-  throw new Error(`${what} within ${timeout} ms`);
-}
-
 test('a job whose process is killed mid-batch is ended failed (interrupted) by another process within the bound', async () => {
   const owner = await spawnSite({
     uri: testUri(),
@@ -73,8 +61,9 @@ test('a job whose process is killed mid-batch is ended failed (interrupted) by a
   await waitUntil(async () => (await jobs.db.findOne({ _id: jobId })).processed > 0, 10000, 'the owner counted items');
   await owner.kill('SIGKILL');
   const killedAt = Date.now();
-  const job = await waitForEnd(jobs, jobId, { timeout: 15000 });
+  await waitUntil(async () => (await jobs.db.findOne({ _id: jobId })).ended, 15000, 'another process ended the job');
   const took = Date.now() - killedAt;
+  const job = await waitForEnd(jobs, jobId);
   assert.equal(job.status, 'failed');
   assert.equal(job.interrupted, true);
   assert.equal(job.canceling, false);
@@ -88,10 +77,50 @@ test('a job whose process is killed mid-batch is ended failed (interrupted) by a
 });
 
 test('a running job of a live process is never swept', async () => {
-  const started = await admin.post('/modules/job-fixtures/batch', { ids: ids(250), job: true, mode: 'slow', delay: 20 });
-  const job = await waitForEnd(jobs, started.body.jobId, { timeout: 30000 });
-  assert.equal(job.status, 'completed', 'five seconds of work outlive the 3 s bound thanks to heartbeats');
-  assert.equal(job.processed, 250);
+  // The job runs in a site process of its own, while this file's site, another live process
+  // with the same bound (3 s; it sweeps every 1.5 s), is up the whole time: it would end the
+  // job `interrupted` if the owner's heartbeats stopped for 3 s.
+  assert.equal(jobs.options.orphanAfter, 3000);
+  const owner = await spawnSite({
+    uri: testUri(),
+    native: true,
+    shortName: site.shortName,
+    moduleFiles: { 'job-fixtures': FIXTURES },
+    modules: { 'apostrophe-jobs': { orphanAfter: 3000 } }
+  });
+  try {
+    const ownerClient = await owner.login('admin', 'admin-password');
+    // 250 items of 20 ms: at least 5 s of work, well past the bound.
+    const count = 250;
+    const started = await ownerClient.post('/modules/job-fixtures/batch', { ids: ids(count), job: true, mode: 'slow', delay: 20 });
+    assert.equal(started.body.status, 'ok', JSON.stringify(started.body));
+    const jobId = started.body.jobId;
+    assert.equal(jobs.liveJobs.has(jobId), false, 'the job is not run by the sweeping process');
+
+    // Heartbeats: while the job runs, its heartbeatAt moves forward, seconds apart.
+    const first = await waitUntil(async () => {
+      const running = await jobs.db.findOne({ _id: jobId });
+      return running.processed > 0 && running;
+    }, 10000, 'the owner counted items');
+    assert.ok(first.heartbeatAt instanceof Date, 'the job has a heartbeat');
+    const later = await waitUntil(async () => {
+      const running = await jobs.db.findOne({ _id: jobId });
+      assert.equal(running.ended, false, `the job ended before its heartbeat was seen to move (heartbeatAt ${first.heartbeatAt.toISOString()})`);
+      return running.heartbeatAt - first.heartbeatAt >= 2000 && running;
+    }, 15000, 'heartbeatAt moved 2 s forward while the job ran');
+    assert.ok(later.processed > first.processed);
+
+    const job = await waitForEnd(jobs, jobId, { timeout: 60000 });
+    assert.equal(job.status, 'completed', 'work that outlives the 3 s bound is not swept, thanks to heartbeats');
+    assert.equal(job.processed, count);
+    assert.equal(job.good, count);
+    assert.equal('interrupted' in job, false);
+    // Server times: the job ran for longer than the bound plus a sweep period of the other process.
+    const ran = job.endedAt - job.when;
+    assert.ok(ran > 3000 + 1500, `the job ran ${ran} ms`);
+  } finally {
+    await owner.stop();
+  }
 });
 
 test('a database restart mid-batch: the job goes on and ends with exact counts', async () => {
@@ -104,7 +133,9 @@ test('a database restart mid-batch: the job goes on and ends with exact counts',
     fixtures.calls = [];
     const started = await client.post('/modules/job-fixtures/batch', { ids: ids(200), job: true, mode: 'slow', delay: 20 });
     const jobId = started.body.jobId;
-    await delay(700);
+    // Mid-batch: some counts are written before the restart (200 items take 4 s).
+    const localJobs = local.apos.modules['apostrophe-jobs'];
+    await waitUntil(async () => (await localJobs.db.findOne({ _id: jobId })).processed > 0, 10000, 'counts were written');
     await server.restart();
     const uri = `${server.uri}/${local.shortName}`;
     const job = await waitUntil(async () => {
@@ -146,7 +177,8 @@ test('a deploy-style SIGTERM drains: in-flight items finish, counts are exact, t
   const markPrefix = `drain${Date.now()}`;
   const started = await ownerClient.post('/modules/job-fixtures/batch', { ids: ids(300), job: true, mode: 'marked', delay: 20, markPrefix });
   const jobId = started.body.jobId;
-  await delay(800);
+  // Mid-batch: items have run (300 items take over 6 s).
+  await waitUntil(async () => (await jobs.db.findOne({ _id: jobId })).processed > 0, 10000, 'the owner counted items');
   const exit = await owner.stop();
   assert.equal(exit.code, 0);
   const job = await jobs.db.findOne({ _id: jobId });
@@ -167,7 +199,11 @@ test('a drain refuses new jobs and resolves how many jobs it cut short', async (
     const client = await local.login('admin', 'admin-password');
     const work = await client.post('/modules/job-fixtures/nonbatch', { mode: 'cancelable' });
     const batch = await client.post('/modules/job-fixtures/batch', { ids: ids(100), job: true, mode: 'slow', delay: 20 });
-    await delay(200);
+    // Both are running (the batch takes 2 s) when the drain starts.
+    await waitUntil(async () => {
+      const running = await localJobs.db.find({ _id: { $in: [ work.body.jobId, batch.body.jobId ] } }).toArray();
+      return running.length === 2 && running.every((job) => job.processed > 0 && !job.ended);
+    }, 10000, 'both jobs counted items');
     const drained = await localJobs.drain({ timeout: 300 });
     assert.deepEqual(drained, { interrupted: 1 }, 'the batch stops between items; the work function cannot and is cut short');
     for (const jobId of [ work.body.jobId, batch.body.jobId ]) {

@@ -3,7 +3,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { bootFixtureSite, waitForEnd, delay, ids, rawJob } = require('./helpers/jobs.js');
+const { bootFixtureSite, waitUntil, waitForEnd, delay, ids, rawJob } = require('./helpers/jobs.js');
 
 let site;
 let jobs;
@@ -268,7 +268,8 @@ test('100,000 ids run to an exact finish', async () => {
 
 test('stop mid-batch: the current item finishes, no further item starts, status stopped', async () => {
   const reply = await batch({ ids: ids(200), job: true, mode: 'slow', delay: 20 });
-  await delay(300);
+  // Mid-batch: some items are counted (200 items take 4 s).
+  await waitUntil(async () => (await jobs.db.findOne({ _id: reply.jobId })).processed > 0, 10000, 'items were counted');
   const cancel = await client.post('/modules/apostrophe-jobs/cancel', { _id: reply.jobId });
   assert.deepEqual(cancel.body, { status: 'ok' });
   const job = await waitForEnd(jobs, reply.jobId);
@@ -278,6 +279,7 @@ test('stop mid-batch: the current item finishes, no further item starts, status 
   assert.ok(job.processed > 0 && job.processed < 200, `processed ${job.processed}`);
   const calls = fixtures.calls.length;
   assert.equal(job.processed, calls, 'every started item finished and was counted');
+  // Something that must not happen: watch for a while after the end, longer than an item.
   await delay(300);
   assert.equal(fixtures.calls.length, calls, 'no item starts after the stop');
   assert.equal((await jobs.db.findOne({ _id: reply.jobId })).processed, calls);

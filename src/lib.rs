@@ -588,5 +588,4 @@ impl JobHandle {
             .await?
             .into())
     }
-
 }

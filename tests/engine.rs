@@ -135,7 +135,10 @@ async fn counts_are_coalesced_and_exact_when_the_job_ends() {
     assert_eq!(job.get_document("results").unwrap(), &doc! { "a": 1 });
     let keys: Vec<&str> = job.keys().map(String::as_str).collect();
     assert_eq!(keys[keys.len() - 2..], ["results", "endedAt"]);
-    assert!(engine.job(&id).is_none(), "the job is gone from this process");
+    assert!(
+        engine.job(&id).is_none(),
+        "the job is gone from this process"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -310,7 +313,10 @@ async fn the_watcher_calls_the_hook_once_and_the_acknowledgement_writes_stopped(
         !document.contains_key("results"),
         "a halted job has no results key"
     );
-    assert!(engine.job(&id).is_none(), "the job is gone from this process");
+    assert!(
+        engine.job(&id).is_none(),
+        "the job is gone from this process"
+    );
     assert_eq!(events.halts.lock().unwrap().len(), 1);
     assert_eq!(
         engine.acknowledge_halt(&job, false).await.unwrap(),

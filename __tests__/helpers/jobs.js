@@ -1,7 +1,9 @@
 // Shared helpers of the suites: the test server's URI, reading job documents with their
-// exact BSON types, waiting for a job to end, and the stock 2.x API for comparisons.
+// exact BSON types, polling for a condition, waiting for a job to end (and checking that it
+// stays as it ended), and the stock 2.x API for comparisons.
 
 const assert = require('node:assert/strict');
+const { isDeepStrictEqual } = require('node:util');
 const { MongoClient } = require('mongodb');
 
 function testUri() {
@@ -44,18 +46,66 @@ function bsonShape(value) {
 
 const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// Polls the job document until `ended`, then waits a little more so any late write would
-// show; returns the final document.
+// Polls `condition` (sync or async) every 50 ms until it returns something truthy, which it
+// returns; fails saying what was awaited if that takes longer than `timeout` ms. Limits are
+// generous on purpose: the suites run on small, loaded machines, and a poll costs nothing
+// when the condition comes true early. A condition may throw to fail at once.
+async function waitUntil(condition, timeout, what) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await condition();
+    if (value) {
+      return value;
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting until ${what}`);
+    }
+    await delay(50);
+  }
+}
+
+// What may not change once a job document says `ended: true` (no count, status or results
+// write lands after the end).
+const FINAL_FIELDS = [ 'ended', 'status', 'good', 'bad', 'processed', 'results' ];
+const SETTLE_READS = 3;
+const SETTLE_MS = 300;
+
+const describeValue = (value) => {
+  const text = JSON.stringify(value);
+  return text === undefined ? 'undefined' : (text.length > 80 ? `${text.slice(0, 80)}...` : text);
+};
+
+// Polls the job document until `ended`, then reads it a few more times over ~300 ms and
+// fails if any of its final fields changed (a late write would show there); returns the
+// document first seen ended.
 async function waitForEnd(jobs, _id, { timeout = 60000 } = {}) {
   const deadline = Date.now() + timeout;
-  while (Date.now() < deadline) {
-    const job = await jobs.db.findOne({ _id });
+  let job;
+  for (;;) {
+    job = await jobs.db.findOne({ _id });
     if (job && job.ended) {
-      return job;
+      break;
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`job ${_id} did not end within ${timeout} ms`);
     }
     await delay(25);
   }
-  throw new Error(`job ${_id} did not end within ${timeout} ms`);
+  for (let i = 0; i < SETTLE_READS; i++) {
+    await delay(SETTLE_MS / SETTLE_READS);
+    const later = await jobs.db.findOne({ _id });
+    const changed = later
+      ? FINAL_FIELDS.filter((key) => !isDeepStrictEqual(later[key], job[key]))
+      : [ 'the whole document (it is gone)' ];
+    if (changed.length) {
+      throw new assert.AssertionError({
+        message: `job ${_id} changed after ended: true: ` + changed.map((key) => (later
+          ? `${key} ${describeValue(job[key])} -> ${describeValue(later[key])}`
+          : key)).join(', ')
+      });
+    }
+  }
+  return job;
 }
 
 // The 2.x module's own API (from node_modules/apostrophe), bound to the same site and
@@ -94,4 +144,4 @@ async function bootFixtureSite(modules = {}) {
 // Ids `id0`, `id1`, … as a browser would post them.
 const ids = (n, prefix = 'id') => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
-module.exports = { testUri, rawJob, bsonShape, waitForEnd, stockApi, delay, bootFixtureSite, ids };
+module.exports = { testUri, rawJob, bsonShape, waitUntil, waitForEnd, stockApi, delay, bootFixtureSite, ids };
