@@ -43,22 +43,27 @@ test('20,000 synchronous callbacks run in one frame without overflowing the stac
   assert.deepEqual(outcomes[19999], { index: 19999, error: undefined, result: 'id19999' });
 });
 
-test('items run one at a time, in order, and a later callback resumes the loop', async () => {
-  let running = 0;
-  let most = 0;
-  const started = [];
-  const change = (req, id, cb) => {
-    started.push(id);
-    most = Math.max(most, ++running);
+// A change that calls back after `ms(started)` ms, recording the ids it started and how many
+// ran at once.
+function timedChange(ms) {
+  const seen = { started: [], running: 0, most: 0 };
+  seen.change = (req, id, cb) => {
+    seen.started.push(id);
+    seen.most = Math.max(seen.most, ++seen.running);
     setTimeout(() => {
-      running--;
+      seen.running--;
       cb(null, id);
-    }, 1);
+    }, ms(seen.started.length));
   };
-  const { run, outcomes } = harness({ ids: ids(20), change });
+  return seen;
+}
+
+test('items run one at a time, in order, and a later callback resumes the loop', async () => {
+  const seen = timedChange(() => 1);
+  const { run, outcomes } = harness({ ids: ids(20), change: seen.change });
   assert.equal((await run(5, 15)).finished, 10);
-  assert.deepEqual(started, ids(20).slice(5, 15));
-  assert.equal(most, 1);
+  assert.deepEqual(seen.started, ids(20).slice(5, 15));
+  assert.equal(seen.most, 1);
   assert.deepEqual(outcomes.map((o) => o.index), [ 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 ]);
 });
 
@@ -143,22 +148,12 @@ test('a range that may not start runs nothing and reports at once', async () => 
 });
 
 test('with concurrency, that many items run at once, started in order, and the range waits for all', async () => {
-  let running = 0;
-  let most = 0;
-  const started = [];
-  const change = (req, id, cb) => {
-    started.push(id);
-    most = Math.max(most, ++running);
-    setTimeout(() => {
-      running--;
-      cb(null, id);
-    }, 1 + (started.length % 3));
-  };
-  const { run, outcomes } = harness({ ids: ids(40), change, concurrency: 4 });
+  const seen = timedChange((count) => 1 + (count % 3));
+  const { run, outcomes } = harness({ ids: ids(40), change: seen.change, concurrency: 4 });
   assert.equal((await run(0, 40)).finished, 40);
-  assert.equal(running, 0, 'every started item finished before the report');
-  assert.deepEqual(started, ids(40));
-  assert.equal(most, 4);
+  assert.equal(seen.running, 0, 'every started item finished before the report');
+  assert.deepEqual(seen.started, ids(40));
+  assert.equal(seen.most, 4);
   assert.equal(outcomes.length, 40);
 });
 

@@ -345,7 +345,7 @@ mod tests {
 
     use super::*;
     use crate::store::memory::MemoryStore;
-    use crate::tasks::testing::{run_for, Recorded};
+    use crate::tasks::testing::{orphan_after_three_seconds, run_for, Recorded};
 
     fn engine(store: &MemoryStore, options: EngineOptions) -> (Engine, Arc<Recorded>) {
         let events = Arc::new(Recorded::default());
@@ -356,13 +356,6 @@ mod tests {
     fn stoppable() -> NewJob {
         NewJob {
             can_stop: true,
-            ..Default::default()
-        }
-    }
-
-    fn three_seconds() -> EngineOptions {
-        EngineOptions {
-            orphan_after: Some(Duration::from_secs(3)),
             ..Default::default()
         }
     }
@@ -449,8 +442,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_owner_cut_off_longer_than_the_bound_stops_and_never_changes_the_swept_job() {
         let store = MemoryStore::default();
-        let (owner, owner_events) = engine(&store, three_seconds());
-        let (_sweeper, _) = engine(&store, three_seconds());
+        let (owner, owner_events) = engine(&store, orphan_after_three_seconds());
+        let (_sweeper, _) = engine(&store, orphan_after_three_seconds());
         let job = owner.start_job(stoppable()).await.unwrap();
         let items = Arc::new(Items {
             job: job.clone(),
@@ -542,7 +535,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn dropping_the_engine_stops_its_tasks() {
         let store = MemoryStore::default();
-        let (engine, _) = engine(&store, three_seconds());
+        let (engine, _) = engine(&store, orphan_after_three_seconds());
         let _job = engine.start_job(stoppable()).await.unwrap();
         run_for(Duration::from_secs(2)).await;
         drop(engine);

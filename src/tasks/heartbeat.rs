@@ -74,23 +74,15 @@ mod tests {
     use tokio_util::task::TaskTracker;
 
     use super::run;
-    use crate::options::EngineOptions;
     use crate::state::Phase;
     use crate::store::memory::MemoryStore;
     use crate::tasks::spawn_supervised;
-    use crate::tasks::testing::{context, run_for, start};
-
-    fn three_seconds() -> EngineOptions {
-        EngineOptions {
-            orphan_after: Some(Duration::from_secs(3)),
-            ..Default::default()
-        }
-    }
+    use crate::tasks::testing::{context, orphan_after_three_seconds, run_for, start};
 
     #[tokio::test(start_paused = true)]
     async fn a_quiet_job_gets_a_heartbeat_stamped_by_the_servers_clock() {
         let store = MemoryStore::default();
-        let (ctx, _) = context(&store, "w1", three_seconds());
+        let (ctx, _) = context(&store, "w1", orphan_after_three_seconds());
         let job = start(&ctx, false).await;
         let shutdown = CancellationToken::new();
         tokio::spawn(run(ctx.clone(), shutdown.clone()));
@@ -112,7 +104,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_heartbeat_that_finds_the_job_ended_elsewhere_loses_it_and_says_so_once() {
         let store = MemoryStore::default();
-        let (ctx, events) = context(&store, "w1", three_seconds());
+        let (ctx, events) = context(&store, "w1", orphan_after_three_seconds());
         let job = start(&ctx, false).await;
         let shutdown = CancellationToken::new();
         tokio::spawn(run(ctx.clone(), shutdown.clone()));
@@ -131,7 +123,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lapsed_lease_stops_new_items_until_a_heartbeat_confirms_the_job() {
         let store = MemoryStore::default();
-        let (ctx, _) = context(&store, "w1", three_seconds());
+        let (ctx, _) = context(&store, "w1", orphan_after_three_seconds());
         let job = start(&ctx, false).await;
         let shutdown = CancellationToken::new();
         tokio::spawn(run(ctx.clone(), shutdown.clone()));
@@ -152,7 +144,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_task_that_panics_is_logged_and_restarted() {
         let store = MemoryStore::default();
-        let (ctx, events) = context(&store, "w1", three_seconds());
+        let (ctx, events) = context(&store, "w1", orphan_after_three_seconds());
         let job = start(&ctx, false).await;
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();

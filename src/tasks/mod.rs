@@ -256,6 +256,14 @@ pub(crate) mod testing {
             .register(id, HaltKind::for_job(false, stoppable), sent_at)
     }
 
+    /// Options with a bound of 3 s (heartbeats every 0.5 s, sweeps every 1.5 s).
+    pub fn orphan_after_three_seconds() -> EngineOptions {
+        EngineOptions {
+            orphan_after: Some(std::time::Duration::from_secs(3)),
+            ..Default::default()
+        }
+    }
+
     /// Lets the tasks run for `duration` of (paused) time.
     pub async fn run_for(duration: std::time::Duration) {
         tokio::time::sleep(duration).await;

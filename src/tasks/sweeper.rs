@@ -81,24 +81,16 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::run;
-    use crate::options::EngineOptions;
     use crate::store::memory::MemoryStore;
-    use crate::tasks::testing::{context, run_for, start};
-
-    fn three_seconds() -> EngineOptions {
-        EngineOptions {
-            orphan_after: Some(Duration::from_secs(3)),
-            ..Default::default()
-        }
-    }
+    use crate::tasks::testing::{context, orphan_after_three_seconds, run_for, start};
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_job_of_another_process_is_ended_interrupted_by_the_servers_clock() {
         let store = MemoryStore::default();
-        let (dead, _) = context(&store, "dead", three_seconds());
+        let (dead, _) = context(&store, "dead", orphan_after_three_seconds());
         let orphan = start(&dead, true).await;
         drop(dead);
-        let (ctx, events) = context(&store, "alive", three_seconds());
+        let (ctx, events) = context(&store, "alive", orphan_after_three_seconds());
         let own = start(&ctx, true).await;
         let shutdown = CancellationToken::new();
         tokio::spawn(run(ctx.clone(), shutdown.clone()));
@@ -128,9 +120,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_process_that_could_not_reach_the_database_waits_a_full_bound_before_sweeping() {
         let store = MemoryStore::default();
-        let (other, _) = context(&store, "other", three_seconds());
+        let (other, _) = context(&store, "other", orphan_after_three_seconds());
         let job = start(&other, true).await;
-        let (ctx, _) = context(&store, "sweeper", three_seconds());
+        let (ctx, _) = context(&store, "sweeper", orphan_after_three_seconds());
         let shutdown = CancellationToken::new();
         tokio::spawn(run(ctx.clone(), shutdown.clone()));
         run_for(Duration::from_millis(2500)).await;
