@@ -17,7 +17,7 @@ use crate::options::{EngineOptions, Timings};
 use crate::results::{EndResults, Gathered, RawValue};
 use crate::state::{Ignored, LiveJob, LiveJobs};
 use crate::store::{MongoStore, Store};
-use crate::tasks::finish::{self, EndOutcome};
+use crate::tasks::end::{self, EndOutcome};
 use crate::tasks::{self, heartbeat, sweeper, watcher, writer, Health, TaskContext};
 
 /// The engine of one site. Dropping it stops its background tasks; [`Engine::close`] also
@@ -224,12 +224,12 @@ impl Engine {
             },
         };
         let results = results.filter(|value| !value.is_null());
-        finish::end_job(&self.ctx, job, Ending::end(success), results).await
+        end::end_job(&self.ctx, job, Ending::end(success), results).await
     }
 
     /// Ends a job whose work was cut short (a drain): `failed` with `interrupted: true`.
     pub async fn interrupt_job(&self, job: &Arc<LiveJob>) -> Result<EndOutcome> {
-        finish::end_job(&self.ctx, job, Ending::interrupted(), None).await
+        end::end_job(&self.ctx, job, Ending::interrupted(), None).await
     }
 
     /// The acknowledgement of a stop/cancel hook: writes `stopped`/`canceled` (or `failed`
@@ -242,7 +242,7 @@ impl Engine {
                 job.id()
             ))
         })?;
-        finish::end_job(&self.ctx, job, Ending::halt(kind, failed), None).await
+        end::end_job(&self.ctx, job, Ending::halt(kind, failed), None).await
     }
 
     /// Runs a batch job's `count` items through `runner`; see [`crate::batch`]. A batch cut

@@ -44,7 +44,7 @@ use crate::options::EngineOptions;
 use crate::results::{EndResults, RawValue};
 use crate::state::LiveJob;
 use crate::store::StoreOptions;
-use crate::tasks::finish::EndOutcome;
+use crate::tasks::end::EndOutcome;
 
 impl From<Error> for napi::Error {
     fn from(error: Error) -> Self {

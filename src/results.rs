@@ -105,7 +105,7 @@ impl GatheredResults {
     }
 
     /// What the final write gets.
-    pub fn finish(self) -> Gathered {
+    pub fn into_gathered(self) -> Gathered {
         if self.too_large {
             Gathered::TooLarge
         } else {
@@ -132,7 +132,7 @@ mod tests {
             .append(&bytes(doc! { "b": 1, "a": Bson::Null }))
             .unwrap();
         gathered.append(&bytes(doc! { "c": { "x": "y" } })).unwrap();
-        let Gathered::Results(document) = gathered.finish() else {
+        let Gathered::Results(document) = gathered.into_gathered() else {
             panic!("not too large");
         };
         assert_eq!(
@@ -148,7 +148,7 @@ mod tests {
         gathered.append(&bytes(doc! { "a": big.clone() })).unwrap();
         gathered.append(&bytes(doc! { "b": big })).unwrap();
         gathered.append(&bytes(doc! { "c": 1 })).unwrap();
-        assert!(matches!(gathered.finish(), Gathered::TooLarge));
+        assert!(matches!(gathered.into_gathered(), Gathered::TooLarge));
     }
 
     #[test]
@@ -159,7 +159,7 @@ mod tests {
         broken[11] = 0x77;
         assert!(gathered.append(&broken).is_err());
         assert!(gathered.append(&[1, 2, 3]).is_err());
-        let Gathered::Results(document) = gathered.finish() else {
+        let Gathered::Results(document) = gathered.into_gathered() else {
             panic!("not too large");
         };
         assert_eq!(document.as_bytes(), rawdoc! {}.as_bytes());

@@ -205,7 +205,7 @@ impl LiveJob {
 
     /// Takes the results gathered so far.
     pub fn take_results(&self) -> Gathered {
-        std::mem::take(&mut *lock(&self.results)).finish()
+        std::mem::take(&mut *lock(&self.results)).into_gathered()
     }
 
     /// Whether a new item may start: no stop, drain or end, and the job is surely still this
@@ -370,7 +370,7 @@ pub struct LiveJobs {
     deltas: Mutex<Deltas>,
     stops_seen: Mutex<Vec<String>>,
     /// Wakes the watcher: a count write saw a stop request.
-    pub stop_seen: Notify,
+    pub stops_to_check: Notify,
     /// Wakes the writer: a job has counts worth writing before the tick.
     pub write_wanted: Arc<Notify>,
     /// Wakes the heartbeat task: a batch waits for its job's lease to be confirmed.
@@ -389,7 +389,7 @@ impl LiveJobs {
             gone: Mutex::new(GoneJobs::default()),
             deltas: Mutex::new(Deltas::default()),
             stops_seen: Mutex::new(Vec::new()),
-            stop_seen: Notify::new(),
+            stops_to_check: Notify::new(),
             write_wanted: Arc::new(Notify::new()),
             confirmation_wanted: Arc::new(Notify::new()),
             worker_id,
@@ -552,7 +552,7 @@ impl LiveJobs {
                 if canceling && life.phase == Phase::Running {
                     drop(life);
                     lock(&self.stops_seen).push(job.id.clone());
-                    self.stop_seen.notify_one();
+                    self.stops_to_check.notify_one();
                     return AfterWrite::StopSeen;
                 }
                 AfterWrite::Nothing

@@ -10,7 +10,7 @@ use apostrophe_jobs_native::job::{Ending, HaltKind, Initial, NewJob};
 use apostrophe_jobs_native::options::EngineOptions;
 use apostrophe_jobs_native::results::{EndResults, RawValue};
 use apostrophe_jobs_native::store::{Fenced, MongoStore, Orphan, Store, StoreFuture, StoreOptions};
-use apostrophe_jobs_native::tasks::finish::EndOutcome;
+use apostrophe_jobs_native::tasks::end::EndOutcome;
 use futures::FutureExt;
 use mongodb::bson::{doc, Bson, DateTime, Document, RawBsonRef};
 

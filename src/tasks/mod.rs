@@ -7,7 +7,7 @@
 //!   for the stoppable jobs that had nothing to write, and the stop grace of work functions;
 //! - [`heartbeat`]: keeps this process's jobs its own, and confirms them when a batch waits;
 //! - [`sweeper`]: ends other processes' jobs whose heartbeat stopped;
-//! - [`finish`]: a job's final write (not a task of its own: each end runs on its caller's
+//! - [`end`]: a job's final write (not a task of its own: each end runs on its caller's
 //!   future, so one job's retried end never holds up another job's writes).
 
 use std::any::Any;
@@ -24,7 +24,7 @@ use crate::events::{EngineEvents, LogLevel};
 use crate::state::LiveJobs;
 use crate::store::Store;
 
-pub mod finish;
+pub mod end;
 pub mod heartbeat;
 pub mod sweeper;
 pub mod watcher;

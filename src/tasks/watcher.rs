@@ -12,7 +12,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::count_write::{write_counts, write_deltas};
-use super::{finish, TaskContext};
+use super::{end, TaskContext};
 use crate::events::LogLevel;
 use crate::job::Ending;
 
@@ -23,7 +23,7 @@ pub async fn run(ctx: TaskContext, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ctx.jobs.stop_seen.notified() => {
+            _ = ctx.jobs.stops_to_check.notified() => {
                 let seen = ctx.jobs.take_stops_seen();
                 check_stops(&ctx, &seen).await;
             }
@@ -58,7 +58,7 @@ async fn tick(ctx: &TaskContext) {
         let ctx = ctx.clone();
         ctx.writes.clone().spawn(async move {
             ctx.events.job_cut_off(job.id());
-            if let Err(error) = finish::end_job(&ctx, &job, Ending::interrupted(), None).await {
+            if let Err(error) = end::end_job(&ctx, &job, Ending::interrupted(), None).await {
                 ctx.log(LogLevel::Error, error.to_string());
             }
         });
