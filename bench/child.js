@@ -10,6 +10,11 @@
 //   { id, cmd: 'gc' }             a full collection (run with --expose-gc)
 //   { id, cmd: 'baseline', mode, n | ids } the change alone in a plain promise loop
 //                                 (figures 2 and 3); returns { ms }
+//   { id, cmd: 'costCase', ids, delay } figure 8: makes the `req` that every following 'cost'
+//                                 run uses (the same object, until the next 'costCase')
+//   { id, cmd: 'cost', which, mode, concurrency } figure 8: one run, `which` 'bare' or
+//                                 'job' (fixture.costRun); returns { ms, cpuUs, threads, ... }
+//   { id, cmd: 'idleCpu', ms }    figure 8: the process's CPU while nothing runs, over ms
 //   { id, cmd: 'articles', n }    inserts n test pieces, returns their ids
 //   { id, cmd: 'dropArticles' }   deletes them again
 //   { id, cmd: 'stop' }           stops the site and exits
@@ -27,6 +32,9 @@ const options = JSON.parse(process.env.AJN_BENCH_CHILD);
 let site;
 let fixture;
 let commands = new Map();
+let rssTimer = null;
+// Figure 8's `req`, shared by its bare and job runs.
+let costReq = null;
 let rssPeak = 0;
 let rssSamples = 0;
 // The last second of samples, for the idle level.
@@ -49,6 +57,51 @@ function sampleRss() {
   if (recentRss.length > 100) {
     recentRss.shift();
   }
+}
+
+// CPU time by thread group (µs), from /proc/self/task (Linux; {} elsewhere), to tell whose
+// CPU a figure 8 run took: the JavaScript main thread, the Rust engine's tokio workers, or
+// the others (V8's platform workers, libuv's pool, the Node driver has none of its own).
+// Clock-tick resolution (10 ms per thread), so only meaningful over whole runs. Also the
+// context switches of all threads (`switches`): a thread handing work to another and
+// waiting for it shows there.
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(require('child_process').execSync('getconf CLK_TCK', { encoding: 'utf8' }).trim()) || 100;
+  } catch (e) {
+    return 100;
+  }
+})();
+function threadCpu() {
+  const fs = require('fs');
+  const out = { main: 0, rust: 0, other: 0, switches: 0 };
+  let tids;
+  try {
+    tids = fs.readdirSync('/proc/self/task');
+  } catch (e) {
+    return {};
+  }
+  for (const tid of tids) {
+    try {
+      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const us = (Number(fields[11]) + Number(fields[12])) * 1e6 / CLOCK_TICKS;
+      const group = Number(tid) === process.pid ? 'main' : name.startsWith('tokio') ? 'rust' : 'other';
+      out[group] += us;
+      const status = fs.readFileSync(`/proc/self/task/${tid}/status`, 'utf8');
+      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s*(\d+)/gm)) out.switches += Number(m[1]);
+    } catch (e) {
+      // The thread exited meanwhile.
+    }
+  }
+  return out;
+}
+
+function threadDelta(before, after) {
+  const out = {};
+  for (const key of Object.keys(after)) out[key] = after[key] - (before[key] || 0);
+  return out;
 }
 
 function median(values) {
@@ -109,6 +162,46 @@ async function handle(message) {
       }
       return { ms: now() - started };
     }
+    case 'costCase':
+      // A task request as Apostrophe makes them (`apos.tasks.getReq()`: an admin, `res` with
+      // the i18n helpers), with the body a batch route receives. `run` replies through
+      // `req.res.send` (set by each job run).
+      costReq = site.apos.tasks.getReq({ body: { ids: message.ids, job: true, delay: message.delay } });
+      return true;
+    case 'cost': {
+      // A full collection first, outside the measured window, so each run pays for its own
+      // garbage rather than the previous run's; the RSS sampler (a timer every 10 ms) is
+      // paused, so its CPU is not in either figure.
+      if (global.gc) {
+        global.gc();
+      }
+      clearInterval(rssTimer);
+      try {
+        // Per-thread CPU is read just outside the run's own window.
+        const before = threadCpu();
+        const result = await fixture.costRun(costReq, message.which, message.mode, message.concurrency);
+        result.threads = threadDelta(before, threadCpu());
+        return result;
+      } finally {
+        rssTimer = setInterval(sampleRss, RSS_INTERVAL_MS);
+      }
+    }
+    case 'idleCpu': {
+      // What the idle site costs per ms (Apostrophe's and the drivers' timers, the engine's
+      // watcher tick): the floor under figure 8's CPU per item for slow items.
+      clearInterval(rssTimer);
+      try {
+        const before = threadCpu();
+        const cpu0 = process.cpuUsage();
+        const t0 = now();
+        await new Promise((resolve) => setTimeout(resolve, message.ms));
+        const cpu = process.cpuUsage(cpu0);
+        const ms = now() - t0;
+        return { ms, cpuUs: cpu.user + cpu.system, threads: threadDelta(before, threadCpu()) };
+      } finally {
+        rssTimer = setInterval(sampleRss, RSS_INTERVAL_MS);
+      }
+    }
     case 'articles': {
       const docs = await insertArticles(site.apos, message.n);
       return docs.map((doc) => doc._id);
@@ -158,7 +251,7 @@ async function main() {
     const key = `${event.commandName}${collection ? ` ${collection}` : ''}`;
     commands.set(key, (commands.get(key) || 0) + 1);
   });
-  setInterval(sampleRss, RSS_INTERVAL_MS);
+  rssTimer = setInterval(sampleRss, RSS_INTERVAL_MS);
   process.on('message', (message) => {
     handle(message).then(
       (result) => process.send({ id: message.id, result }),

@@ -13,6 +13,11 @@
 //   writes nothing through it);
 // * `reads` (with finish times): each `self.db.findOne` of the jobs module (the `progress`
 //   route's read), when it was issued and answered, and the `processed` it saw.
+// * `runBatchAt` by job (this package only): when `run` hands the ids to the engine's loop,
+//   after the job document was inserted (figure 8's split of a job's fixed costs).
+//
+// `costRun` (figure 8) runs the same `change` either through `run` or in a bare promise pool,
+// with the same `req`, and times both the same way (see there).
 
 const { performance } = require('perf_hooks');
 
@@ -33,6 +38,10 @@ module.exports = {
       endCalledAt: {},
       endAckedAt: {},
       lastWriteAckAt: {},
+      runBatchAt: {},
+      // Figure 8: called with (id, endAckedAt) when a job's end is acknowledged, or with
+      // (id, null, error) when it failed.
+      onEndAcked: null,
       touched: 0
     };
 
@@ -67,8 +76,101 @@ module.exports = {
           });
         });
       },
-      // Items of `req.body.delay` ms (figures 4, 5, 6).
-      slow: (req, id, callback) => setTimeout(callback, req.body.delay || 20)
+      // Items of `req.body.delay` ms (figures 4, 5, 6, 8).
+      slow: (req, id, callback) => setTimeout(callback, req.body.delay || 20),
+      // Items shorter than a timer can wait (figure 8's 0.1 ms): `req.body.delay` ms of
+      // busy work, then a call back on the next turn of the event loop, as an item that
+      // computes and then touches I/O would (a synchronous call back would take the batch
+      // loop's same-frame path, which figure 3 measures).
+      spin: (req, id, callback) => {
+        const until = performance.now() + (req.body.delay || 0.1);
+        while (performance.now() < until) {
+          // busy
+        }
+        return setImmediate(callback, null, null);
+      }
+    };
+
+    // Figure 8: the job's cost against the bare work. Runs `changes[mode]` (the very same
+    // function object either way, unwrapped, so nothing is added to the items of either) on
+    // `req.body.ids`, with the same `req`:
+    // * `job`: `run(req, change, { concurrency })` with `req.body.job` set, as the route
+    //   does. Timed from `runAt` (just before `run` is called) to `endAckedAt` (the engine's
+    //   end update acknowledged: the job document is final), both on `now()`.
+    // * `bare`: a plain promise pool of `concurrency` workers, one promise per item, no job.
+    //   Timed from just before the pool starts (the first `change` call follows
+    //   synchronously) to when the pool's promise resolves after the last call back.
+    // `process.cpuUsage()` is read just outside the two clock points of either (all threads of
+    // the process: the Rust engine's, V8's and libuv's too). Resolves to
+    // { ms, cpuUs, errors, jobId, split }.
+    self.costRun = function(req, which, mode, concurrency) {
+      const change = changes[mode];
+      const bench = self.bench;
+      if (which === 'bare') {
+        const ids = req.body.ids;
+        let next = 0;
+        let errors = 0;
+        const worker = async function() {
+          while (next < ids.length) {
+            const id = ids[next++];
+            const err = await new Promise((resolve) => change(req, id, resolve));
+            if (err) {
+              errors++;
+            }
+          }
+        };
+        const cpu0 = process.cpuUsage();
+        const t0 = now();
+        const workers = [];
+        for (let i = 0; i < concurrency; i++) {
+          workers.push(worker());
+        }
+        return Promise.all(workers).then(() => {
+          const ms = now() - t0;
+          const cpu = process.cpuUsage(cpu0);
+          return { ms, cpuUs: cpu.user + cpu.system, errors };
+        });
+      }
+      return new Promise((resolve, reject) => {
+        let jobId = null;
+        let cpu0;
+        // `run` replies through `req.res.send` once the job document is inserted.
+        req.res.send = (body) => {
+          if (!body || body.status !== 'ok' || !body.jobId) {
+            bench.onEndAcked = null;
+            return reject(new Error(`run answered ${JSON.stringify(body)}`));
+          }
+          jobId = body.jobId;
+        };
+        bench.onEndAcked = (id, at, error) => {
+          if (id !== jobId) {
+            return;
+          }
+          // Read right after the clock, as the bare loop's.
+          const cpu = process.cpuUsage(cpu0);
+          bench.onEndAcked = null;
+          if (error) {
+            return reject(new Error(`the end of job ${id} failed: ${error.message}`));
+          }
+          const start = bench.runAt;
+          return resolve({
+            ms: at - start,
+            cpuUs: cpu.user + cpu.system,
+            jobId,
+            // Where the wall time went: inserting the job and replying (run -> the engine's
+            // loop starts), the items, and the end update (end called -> acknowledged).
+            split: {
+              startMs: bench.runBatchAt[id] - start,
+              loopMs: bench.endCalledAt[id] - bench.runBatchAt[id],
+              endMs: at - bench.endCalledAt[id]
+            }
+          });
+        };
+        const runOptions = { labels: { title: 'Benchmark' }, concurrency };
+        cpu0 = process.cpuUsage();
+        bench.runAt = now();
+        self.jobs().run(req, change, runOptions);
+      });
     };
 
     self.route('post', 'run', function(req, res) {
@@ -99,8 +201,8 @@ module.exports = {
         runOptions.concurrency = req.body.concurrency;
       }
       // This package only: the largest range of items per Rust -> JavaScript hop.
-      if (req.body.maxChunk) {
-        runOptions.maxChunk = req.body.maxChunk;
+      if (req.body.maxRange) {
+        runOptions.maxRange = req.body.maxRange;
       }
       bench.runAt = now();
       return self.jobs().run(req, instrumented, runOptions);
@@ -110,17 +212,59 @@ module.exports = {
       const jobs = self.jobs();
       const bench = self.bench;
       // Stock: `end(job, success, [results], [callback])`, which its `run` calls through
-      // `self`, so wrapping the method on the instance sees every end. This package: its
-      // engine's `endJob(id, ...)`, since replacing `end` would make `run` hand `end` a
-      // results object as it must for a site that does (not the path being measured).
+      // `self`, so wrapping the method on the instance sees every end. This package: the
+      // engine's end of the job, since replacing `end` would make `run` hand `end` a results
+      // object as it must for a site that does (not the path being measured). That is
+      // `engine.endJob(id, ...)` and `engine.runBatch(id, ...)` in builds up to fc74870, and
+      // `handle.end(...)` and `handle.runBatch(...)` on the handle `engine.startJob` resolves
+      // to in later ones; both are wrapped when present, so one fixture measures either build.
       if (jobs.engine) {
-        const endJob = jobs.engine.endJob;
-        jobs.engine.endJob = function(id) {
-          bench.endCalledAt[id] = now();
-          const returned = endJob.apply(jobs.engine, arguments);
-          returned.then(() => { bench.endAckedAt[id] = now(); }, () => {});
+        const engine = jobs.engine;
+        // `returned`: the promise of the end write; its settlement is the acknowledgement.
+        const ended = function(id, returned) {
+          returned.then(() => {
+            const at = bench.endAckedAt[id] = now();
+            if (bench.onEndAcked) {
+              bench.onEndAcked(id, at);
+            }
+          }, (error) => {
+            // Figure 8 must not wait forever for an end that failed.
+            if (bench.onEndAcked) {
+              bench.onEndAcked(id, null, error);
+            }
+          });
           return returned;
         };
+        // Wraps `target[name]` when it exists: stamps `endCalledAt` (an end) or `runBatchAt`
+        // (the loop) for the job before each call; an end's promise is its acknowledgement.
+        const instrument = function(target, name, idOf, isEnd) {
+          const original = target[name];
+          if (typeof original !== 'function') {
+            return;
+          }
+          target[name] = function() {
+            const id = idOf(arguments);
+            (isEnd ? bench.endCalledAt : bench.runBatchAt)[id] = now();
+            const returned = original.apply(target, arguments);
+            return isEnd ? ended(id, returned) : returned;
+          };
+        };
+        // Builds up to fc74870: the engine's methods take the job id first.
+        instrument(engine, 'endJob', (args) => args[0], true);
+        instrument(engine, 'runBatch', (args) => args[0], false);
+        // Later builds: a handle per job (the older `startJob` resolves to a bare id).
+        const startJob = engine.startJob;
+        if (typeof startJob === 'function') {
+          engine.startJob = function() {
+            return startJob.apply(engine, arguments).then((handle) => {
+              if (handle && typeof handle === 'object' && typeof handle.id === 'string') {
+                instrument(handle, 'end', () => handle.id, true);
+                instrument(handle, 'runBatch', () => handle.id, false);
+              }
+              return handle;
+            });
+          };
+        }
       }
       const end = jobs.engine ? null : jobs.end;
       jobs.end = !end ? jobs.end : function(job) {

@@ -10,9 +10,10 @@
 // else a SecantusDB started for the run (scripts/mongo-server.js), used without retryable
 // writes (see main()).
 //
-// Environment (all optional; defaults give the full run, ~10 minutes on 2 cores):
+// Environment (all optional; defaults give the full run, ~10 minutes on 2 cores for figures
+// 1-7, plus ~20 minutes for figure 8):
 //   BENCH_ROUNDS=3            rounds per figure (>= 1; >= 3 for the published figures)
-//   BENCH_FIGURES=1,2,3,4,5,6,7
+//   BENCH_FIGURES=1,2,3,4,5,6,7,8
 //   BENCH_N1=2000,10000       figure 1 sizes
 //   BENCH_N2=2000             figure 2 size
 //   BENCH_N3=5000             figure 3 size
@@ -21,6 +22,16 @@
 //   BENCH_N6=400              figure 6 items (of BENCH_DELAY6=5 ms)
 //   BENCH_N7=100000           figure 7 size
 //   BENCH_STOCK7=0            1: also run figure 7 on stock (minutes on SecantusDB)
+//   BENCH_N8=2000             figure 8: ids of the findOne+updateOne case (0: leave it out)
+//   BENCH_ITEMS8=0.1:20000,1:5000,10:2000,100:200
+//                             figure 8: synthetic item times in ms and N for each (items
+//                             under 1 ms busy-wait, then call back on setImmediate; the
+//                             others are a setTimeout). The N make runs of seconds at
+//                             concurrency 1: the kernel counts a thread's CPU in 10 ms ticks,
+//                             so a 4 s run of 40 items could not tell 50 µs per item apart.
+//   BENCH_CONC8=1,4           figure 8: concurrencies (`run`'s option; the bare loop's pool)
+//   BENCH_PAIRS8=3            figure 8: bare/job pairs per case and round (one fresh site
+//                             process per round), after a warm-up pair
 //   BENCH_OUT=BENCHMARKS.md   '' to write nothing
 //   BENCH_JSON=               a path to also write the raw samples as JSON
 //   BENCH_QUIET_CORES=0.25    before each timed run, wait until other processes use less
@@ -61,7 +72,7 @@ function envList(name, fallback) {
 
 const CONFIG = {
   rounds: Math.max(1, envInt('BENCH_ROUNDS', 3)),
-  figures: new Set(envList('BENCH_FIGURES', [ '1', '2', '3', '4', '5', '6', '7' ]).map(Number)),
+  figures: new Set(envList('BENCH_FIGURES', [ '1', '2', '3', '4', '5', '6', '7', '8' ]).map(Number)),
   n1: envList('BENCH_N1', [ '2000', '10000' ]).map(Number),
   n2: envInt('BENCH_N2', 2000),
   n3: envInt('BENCH_N3', 5000),
@@ -71,6 +82,14 @@ const CONFIG = {
   delay6: envInt('BENCH_DELAY6', 5),
   n7: envInt('BENCH_N7', 100000),
   stock7: envInt('BENCH_STOCK7', 0) === 1,
+  n8: envInt('BENCH_N8', 2000),
+  items8: envList('BENCH_ITEMS8', [ '0.1:20000', '1:5000', '10:2000', '100:200' ]).map((spec) => {
+    const [ ms, n ] = spec.split(':').map(Number);
+    if (!(ms > 0) || !Number.isInteger(n) || n < 1) throw new Error(`BENCH_ITEMS8: expected ms:N, not ${spec}`);
+    return { ms, n };
+  }),
+  conc8: envList('BENCH_CONC8', [ '1', '4' ]).map(Number),
+  pairs8: Math.max(1, envInt('BENCH_PAIRS8', 3)),
   out: process.env.BENCH_OUT === undefined ? path.join(ROOT, 'BENCHMARKS.md') : process.env.BENCH_OUT,
   json: process.env.BENCH_JSON || '',
   quietCores: Number(process.env.BENCH_QUIET_CORES || 0.25),
@@ -441,7 +460,7 @@ async function loopCost(site, n) {
   }
   if (site.variant === 'native') {
     // One item per hop: the full Rust -> JavaScript -> Rust round trip for every item.
-    out.hop = await perItem({ mode: 'sync', maxChunk: 1 }, Math.min(n, 2000));
+    out.hop = await perItem({ mode: 'sync', maxRange: 1 }, Math.min(n, 2000));
   }
   out.otherCpu = cpu().otherCpu;
   return out;
@@ -581,6 +600,111 @@ async function progressLag(site, n, delay) {
   };
 }
 
+// Figure 8: what running work through `run` costs against the same work in a bare promise
+// pool, in the same site process, on the same ids, with the same `change` and `req`
+// (fixture.costRun has the clock points). Runs go bare, job, bare, job, …, bare after a
+// discarded warm-up pair (on a quarter of the ids), and each job run is compared with the
+// mean of the bare runs either side of it: a drift that is linear over the three runs (the
+// database getting slower, other load coming or going) cancels out, where comparing each job
+// with the bare run before it would charge the job with it.
+async function jobCost(site, spec, concurrency) {
+  const n = spec.ids.length;
+  const one = async (which, items) => {
+    const cpu = cpuMeter(site);
+    // A run whose end the fixture never sees (an engine whose API its hooks do not know)
+    // fails the benchmark instead of waiting forever.
+    let timer;
+    const limitMs = 600000;
+    const run = await Promise.race([
+      site.ask('cost', { which, mode: spec.mode, concurrency }),
+      new Promise((resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`figure 8 ${spec.key}: a ${which} run did not end within ${limitMs / 1000} s`)), limitMs);
+      })
+    ]).finally(() => clearTimeout(timer));
+    const shares = cpu();
+    if (run.errors) throw new Error(`figure 8 ${spec.key}: ${run.errors} items of the bare loop failed`);
+    if (which === 'job') {
+      // The end is acknowledged: the document is final.
+      const doc = await jobsCollection(site).findOne({ _id: run.jobId });
+      if (!doc || !doc.ended || doc.status !== 'completed' || doc.processed !== items || doc.bad) {
+        throw new Error(`figure 8 ${spec.key}: job ${run.jobId} ended ${JSON.stringify(doc && { status: doc.status, processed: doc.processed, bad: doc.bad })}, not ${items} good items`);
+      }
+    }
+    // Lets the run's trailing work (the engine's last wake-ups, a scavenge) finish before
+    // the next run is timed.
+    await sleep(100);
+    return { which, ms: run.ms, cpuUs: run.cpuUs, threads: run.threads, split: run.split, otherCpu: shares.otherCpu, serverCpu: shares.serverCpu };
+  };
+  await waitForQuiet();
+  const idle = await site.ask('idleCpu', { ms: 1000 });
+  const warm = spec.ids.slice(0, Math.max(1, Math.ceil(n / 4)));
+  await site.ask('costCase', { ids: warm, delay: spec.delay });
+  await one('bare', warm.length);
+  await one('job', warm.length);
+  await site.ask('costCase', { ids: spec.ids, delay: spec.delay });
+  const bare = [ await one('bare', n) ];
+  const job = [];
+  for (let i = 0; i < CONFIG.pairs8; i++) {
+    job.push(await one('job', n));
+    bare.push(await one('bare', n));
+  }
+  return job.map((j, i) => {
+    const bareMs = (bare[i].ms + bare[i + 1].ms) / 2;
+    const bareCpuUs = (bare[i].cpuUs + bare[i + 1].cpuUs) / 2;
+    // The added CPU by thread group (µs per item; clock-tick resolution).
+    const addedThreads = {};
+    for (const group of Object.keys(j.threads || {})) {
+      addedThreads[group] = (j.threads[group] - (bare[i].threads[group] + bare[i + 1].threads[group]) / 2) / n;
+    }
+    return {
+      n,
+      concurrency,
+      bareMsPerItem: bareMs / n,
+      jobMsPerItem: j.ms / n,
+      addedPct: 100 * (j.ms / bareMs - 1),
+      bareCpuUsPerItem: bareCpuUs / n,
+      jobCpuUsPerItem: j.cpuUs / n,
+      addedCpuUs: (j.cpuUs - bareCpuUs) / n,
+      // The job's added wall time per run, split: its fixed parts (inserting the job and
+      // replying; the end update) and what is left for the items' loop.
+      addedMs: j.ms - bareMs,
+      startMs: j.split.startMs,
+      endMs: j.split.endMs,
+      loopAddedMs: j.split.loopMs - bareMs,
+      addedMainCpuUs: addedThreads.main,
+      addedRustCpuUs: addedThreads.rust,
+      addedOtherThreadsCpuUs: addedThreads.other,
+      bareSwitchesPerItem: (bare[i].threads.switches + bare[i + 1].threads.switches) / 2 / n,
+      jobSwitchesPerItem: j.threads.switches / n,
+      // The site's CPU while idle, per ms of wall (before the case's warm-up).
+      idleCpuUsPerMs: idle.cpuUs / idle.ms,
+      otherCpu: Math.max(...[ bare[i], j, bare[i + 1] ].map((r) => r.otherCpu || 0)),
+      // The database server's CPU (cores) during the runs: the job's own writes cost it too.
+      bareServerCpu: ((bare[i].serverCpu || 0) + (bare[i + 1].serverCpu || 0)) / 2,
+      jobServerCpu: j.serverCpu,
+      runs: [ bare[i], j, bare[i + 1] ]
+    };
+  });
+}
+
+// Figure 8's cases: the realistic change on the articles of figure 2, then the synthetic ones.
+function costCases(articleIds) {
+  const cases = [];
+  if (articleIds) {
+    cases.push({ key: 'docs', label: 'findOne+updateOne per id', mode: 'docs', delay: undefined, ids: articleIds });
+  }
+  for (const { ms, n } of CONFIG.items8) {
+    cases.push({
+      key: `t${ms}`,
+      label: ms < 1 ? `${ms} ms items (busy-wait, then setImmediate)` : `${ms} ms items (setTimeout)`,
+      mode: ms < 1 ? 'spin' : 'slow',
+      delay: ms,
+      ids: syntheticIds(n, 'j')
+    });
+  }
+  return cases;
+}
+
 // ---------------------------------------------------------------------------
 // Statistics and reporting
 
@@ -690,7 +814,7 @@ function buildRows() {
     const tn = med('f3', 'native', 'noop');
     add('3', `  no-op via setImmediate (µs)`, fmt(sn, 2), fmt(tn, 2), ratio(sn, tn), '', null);
     add('3', `  setImmediate no-op in a plain promise loop (µs)`, fmt(med('f3', 'stock', 'noopBaseline'), 2), fmt(med('f3', 'native', 'noopBaseline'), 2), '', '', null);
-    add('3', `  one item per hop (maxChunk 1): full Rust→JS→Rust round trip (µs)`, '', fmt(med('f3', 'native', 'hop'), 1), '', '', null);
+    add('3', `  one item per hop (maxRange 1): full Rust→JS→Rust round trip (µs)`, '', fmt(med('f3', 'native', 'hop'), 1), '', '', null);
   }
 
   if (CONFIG.figures.has(4)) {
@@ -736,14 +860,45 @@ function buildRows() {
       Number.isFinite(ta) ? ta <= 20 : null);
     add('7', '  job writes per item', fmt(med('f7', 'stock', 'jobWrites') / n, 3), fmt(med('f7', 'native', 'jobWrites') / n, 5), '', '', null);
   }
+
+  if (CONFIG.figures.has(8)) {
+    // Medians over all pairs of all rounds; the range over the pairs follows the added figure.
+    const signed = (x, digits) => (Number.isFinite(x) ? `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(digits)}` : '–');
+    const perItemMs = (x) => (!Number.isFinite(x) ? '–' : x >= 100 ? x.toFixed(1) : x >= 10 ? x.toFixed(2) : x >= 1 ? x.toFixed(3) : x.toFixed(4));
+    const range = (values, digits) => `${signed(Math.min(...values), digits)}…${signed(max(values), digits)}`;
+    for (const spec of costCases(CONFIG.n8 ? [] : null)) {
+      for (const c of CONFIG.conc8) {
+        const key = `f8-${spec.key}-c${c}`;
+        if (!results[key]) continue;
+        const n = pick(key, 'native', 'n')[0];
+        const pct = med(key, 'native', 'addedPct');
+        const cpu = med(key, 'native', 'addedCpuUs');
+        add('8', `job cost against the bare loop: ${spec.label}, N=${n}, concurrency ${c}: ms per item, bare / job (added wall; range over pairs)`, '',
+          `${perItemMs(med(key, 'native', 'bareMsPerItem'))} / ${perItemMs(med(key, 'native', 'jobMsPerItem'))} (${signed(pct, 1)}%; ${range(pick(key, 'native', 'addedPct'), 1)})`,
+          '', '≤5% wall', Number.isFinite(pct) ? pct <= 5 : null);
+        add('8', `  site CPU per item, bare / job (added; range over pairs) (µs)`, '',
+          `${fmt(med(key, 'native', 'bareCpuUsPerItem'), 1)} / ${fmt(med(key, 'native', 'jobCpuUsPerItem'), 1)} (${signed(cpu, 1)}; ${range(pick(key, 'native', 'addedCpuUs'), 1)})`,
+          '', '≤50 µs', Number.isFinite(cpu) ? cpu <= 50 : null);
+        add('8', `  job's added wall per run (ms): start (run → loop) + end (end → acknowledged), the rest in the loop; database server CPU, bare / job (cores)`, '',
+          `${signed(med(key, 'native', 'addedMs'), 1)}: ${fmt(med(key, 'native', 'startMs'), 1)} + ${fmt(med(key, 'native', 'endMs'), 1)}, ${signed(med(key, 'native', 'loopAddedMs'), 1)}; ${fmt(med(key, 'native', 'bareServerCpu'), 2)} / ${fmt(med(key, 'native', 'jobServerCpu'), 2)}`,
+          '', '', null);
+        add('8', `  added CPU per item by thread: JS main / Rust engine (tokio) / others (µs); context switches per item, bare / job`, '',
+          `${[ 'addedMainCpuUs', 'addedRustCpuUs', 'addedOtherThreadsCpuUs' ].map((f) => signed(med(key, 'native', f), 1)).join(' / ')}; ${fmt(med(key, 'native', 'bareSwitchesPerItem'), 2)} / ${fmt(med(key, 'native', 'jobSwitchesPerItem'), 2)}`,
+          '', '', null);
+      }
+    }
+    const idle = median(Object.keys(results).filter((k) => k.startsWith('f8-')).flatMap((k) => pick(k, 'native', 'idleCpuUsPerMs')));
+    add('8', `  the idle site's own CPU (µs per ms of wall; part of every CPU per item above)`, '', fmt(idle, 1), '', '', null);
+  }
   return rows;
 }
 
-// Other processes' CPU (cores) during the timed runs of figures 1, 2, 3 and 7.
+// Other processes' CPU (cores) during the timed runs of figures 1, 2, 3, 7 and 8 (for
+// figure 8, the largest over each pair's three runs).
 function noise() {
   const values = [];
   for (const [key, byVariant] of Object.entries(results)) {
-    if (!/^f[1237]/.test(key)) continue;
+    if (!/^f[12378]/.test(key)) continue;
     for (const samples of Object.values(byVariant)) {
       for (const sample of samples) {
         if (typeof sample.otherCpu === 'number') values.push(sample.otherCpu);
@@ -766,6 +921,8 @@ function table(rows) {
 
 function plainTable(rows) {
   const widths = [ 2, 72, 12, 12, 10, 16, 8 ];
+  // Wide enough for the longest cell (figure 8's cells hold several figures).
+  for (const r of rows) widths[3] = Math.max(widths[3], String(r.native).length);
   const pad = (s, w, right) => (right ? String(s).padStart(w) : String(s).padEnd(w));
   const header = [ '#', 'figure', 'stock', 'this', 'stock/this', 'goal', '' ];
   const out = [ header.map((h, i) => pad(h, widths[i], i >= 2 && i <= 4)).join(' ') ];
@@ -834,7 +991,7 @@ function writeReport(info, rows, elapsedS) {
     `| Software | Node.js ${info.node}, ${info.rustc}, apostrophe ${info.apostrophe} |`,
     `| Database | ${info.database} |`,
     `| Code | ${info.code} |`,
-    `| Rounds | ${c.rounds} per figure, stock and this package alternating, each run in a fresh site process |`,
+    `| Rounds | ${c.rounds} per figure, stock and this package alternating, each run in a fresh site process${c.figures.has(8) ? `; figure 8 (this package only): ${c.pairs8} bare/job pair${c.pairs8 > 1 ? 's' : ''} per case and round in one site process, after a warm-up pair` : ''} |`,
     `| Other load | ${info.noise ? `other processes used ${info.noise.median.toFixed(2)} cores (median; max ${info.noise.max.toFixed(2)}) during the timed runs` : 'not measured'}; load average ${info.loadBefore} before, ${info.loadAfter} after |`,
     '',
     'Medians over the rounds unless stated.',
@@ -947,6 +1104,21 @@ async function main() {
           const sample = await withSite(variant, (site) => batchRun(site, CONFIG.n7));
           record('f7', variant, sample);
           log(`round ${round} f7 ${variant}: ${fmtMs(sample.ms)} ms, peak RSS +${fmt(sample.rssAboveIdle / MB)} MB`);
+        }
+        // This package only (it measures `run` against no job at all), in its own site.
+        if (CONFIG.figures.has(8) && variant === 'native') {
+          await withSite(variant, async (site) => {
+            const articleIds = CONFIG.n8 ? await site.ask('articles', { n: CONFIG.n8 }) : null;
+            for (const spec of costCases(articleIds)) {
+              for (const concurrency of CONFIG.conc8) {
+                for (const sample of await jobCost(site, spec, concurrency)) {
+                  record(`f8-${spec.key}-c${concurrency}`, variant, sample);
+                  log(`round ${round} f8 ${spec.key} c${concurrency}: ms/item bare ${sample.bareMsPerItem.toFixed(4)} job ${sample.jobMsPerItem.toFixed(4)} (${sample.addedPct >= 0 ? '+' : ''}${sample.addedPct.toFixed(2)}%), CPU µs/item bare ${fmt(sample.bareCpuUsPerItem)} job ${fmt(sample.jobCpuUsPerItem)} (${sample.addedCpuUs >= 0 ? '+' : ''}${fmt(sample.addedCpuUs)}: main ${fmt(sample.addedMainCpuUs)} rust ${fmt(sample.addedRustCpuUs)} other ${fmt(sample.addedOtherThreadsCpuUs)}; switches/item ${fmt(sample.bareSwitchesPerItem, 2)} → ${fmt(sample.jobSwitchesPerItem, 2)}); added ${fmtMs(sample.addedMs)} ms = start ${fmt(sample.startMs)} + end ${fmt(sample.endMs)} + loop ${fmt(sample.loopAddedMs)}; idle site ${fmt(sample.idleCpuUsPerMs)} µs/ms; others ${fmt(sample.otherCpu, 2)} cores`);
+                }
+              }
+              if (spec.key === 'docs') await site.ask('dropArticles');
+            }
+          });
         }
       }
     }
