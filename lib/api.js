@@ -474,7 +474,7 @@ module.exports = function(self, options) {
             } catch (failure) {
               error = error || failure;
             }
-            live.handle.rangeDone(finished, error ? String((error && error.stack) || error) : undefined);
+            live.handle.rangeDone(finished, error ? String(error.stack || error) : undefined);
           });
         } catch (error) {
           live.handle.rangeDone(0, String(error.stack || error));
