@@ -307,7 +307,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stop_lets_the_item_in_flight_finish_and_starts_no_other() {
-        let (_, _, job) = job().await;
+        let (ctx, _, job) = job().await;
         let runner = TimedRunner::new(&job, Duration::from_millis(10), None);
         let halting = job.clone();
         tokio::spawn(async move {
@@ -323,12 +323,12 @@ mod tests {
             ids(10),
             "the tenth item was in flight at 95 ms"
         );
-        assert_eq!(job.totals(), Some((10.0, 0.0)));
+        assert_eq!(ctx.jobs.counts(job.id()), Some((10.0, 0.0)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_item_that_does_not_finish_within_the_stop_grace_is_abandoned_uncounted() {
-        let (_, _, job) = job().await;
+        let (ctx, _, job) = job().await;
         let runner = TimedRunner::new(&job, Duration::from_millis(10), Some(3));
         let halting = job.clone();
         tokio::spawn(async move {
@@ -347,7 +347,7 @@ mod tests {
             65,
             "a hung item waits for the stop, then the grace"
         );
-        assert_eq!(job.totals(), Some((3.0, 0.0)));
+        assert_eq!(ctx.jobs.counts(job.id()), Some((3.0, 0.0)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,6 +29,10 @@ pub struct Counts {
     dirty: bool,
     /// Items counted since the last write.
     pending_items: f64,
+    /// The final write took the counts: they are final, nothing more is counted.
+    closed: bool,
+    /// A report after the close was warned about.
+    warned_closed: bool,
 }
 
 /// What one write of a job's counts sets.
@@ -128,10 +132,24 @@ impl Counts {
         })
     }
 
+    /// Whether the counts are final (see [`Counts::take_final`]); returns, the first time
+    /// only, true as well, to warn once about a report that came too late.
+    pub fn closed(&mut self) -> Option<bool> {
+        self.closed
+            .then(|| !std::mem::replace(&mut self.warned_closed, true))
+    }
+
+    /// Makes the counts final without a final write (the job was lost).
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
     /// Takes everything the job reported, for its final write: it must not depend on the
     /// writes before it, which may still be in flight and are refused once the end lands.
+    /// The counts are final from then on.
     pub fn take_final(&mut self) -> CountsWrite {
         self.take();
+        self.closed = true;
         CountsWrite {
             good: self.good,
             bad: self.bad,

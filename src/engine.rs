@@ -167,10 +167,11 @@ impl Engine {
     }
 
     /// The counts (good, bad) of a job of this process, including those not written yet, so
-    /// the `progress` route is exact in the process that runs the job. `None` for a job of
-    /// another process or one that has ended.
+    /// the `progress` route is exact in the process that runs the job; kept a while after the
+    /// job ended, for a read of the document that raced with the end. `None` for a job of
+    /// another process.
     pub fn live_counts(&self, id: &str) -> Option<(f64, f64)> {
-        self.job(id)?.totals()
+        self.ctx.jobs.counts(id)
     }
 
     /// Appends a range of a batch job's results (a BSON document `{ id: result, … }`, each
@@ -385,6 +386,19 @@ mod tests {
             2,
             "once by id, once by handle"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_jobs_counts_stay_readable_after_its_end_for_a_read_that_raced_with_it() {
+        let store = MemoryStore::default();
+        let (engine, _) = engine(&store, EngineOptions::default());
+        let job = engine.start_job(stoppable()).await.unwrap();
+        engine.item_finished(&job, true);
+        engine.item_finished(&job, false);
+        assert_eq!(engine.live_counts(job.id()), Some((1.0, 1.0)));
+        engine.end_job(&job, true, EndResults::Null).await.unwrap();
+        assert_eq!(engine.live_counts(job.id()), Some((1.0, 1.0)));
+        assert_eq!(engine.live_counts("another"), None);
     }
 
     #[tokio::test(start_paused = true)]

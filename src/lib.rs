@@ -395,8 +395,8 @@ impl JobEngine {
         Ok(())
     }
 
-    /// The counts of a job of this process, including those not written yet; `null` for a
-    /// job of another process or one that has ended.
+    /// The counts of a job of this process, including those not written yet (kept a while
+    /// after the job ended); `null` for a job of another process.
     #[napi]
     pub fn live_counts(&self, id: String) -> Option<LiveCounts> {
         self.engine

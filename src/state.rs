@@ -12,7 +12,7 @@
 //! never across an `.await`; a poisoned one only means a panic elsewhere, and the data stays
 //! consistent, so it is used as is.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -131,7 +131,6 @@ struct Life {
     write_in_flight: bool,
     /// Its count writes fail (reported once, until one lands again).
     writes_failing: bool,
-    warned_late_counts: bool,
 }
 
 impl LiveJob {
@@ -173,26 +172,19 @@ impl LiveJob {
         self.changing_counts(|counts| counts.add_failed_item(item))
     }
 
+    // The one lock of an item's report (it runs once per item, on the JavaScript thread).
     fn changing_counts(&self, change: impl FnOnce(&mut Counts) -> bool) -> Result<(), Ignored> {
-        {
-            let mut life = self.life();
-            if matches!(life.phase, Phase::Ending | Phase::Gone) {
-                let first = !life.warned_late_counts;
-                life.warned_late_counts = true;
-                return Err(Ignored::Ended { first });
-            }
+        let mut counts = lock(&self.counts);
+        if let Some(first) = counts.closed() {
+            return Err(Ignored::Ended { first });
         }
         // The writer is woken by the first change after a write (and by a total); it writes
         // early only if enough waits by then, else the change goes with the next tick.
-        if change(&mut lock(&self.counts)) {
+        if change(&mut counts) {
+            drop(counts);
             self.write_wanted.notify_one();
         }
         Ok(())
-    }
-
-    /// The counts (good, bad), written or not, until the job is gone.
-    pub fn totals(&self) -> Option<(f64, f64)> {
-        (self.phase() != Phase::Gone).then(|| lock(&self.counts).totals())
     }
 
     /// Appends a range of results (a BSON document `{ id: result, … }`).
@@ -326,26 +318,36 @@ impl LiveJob {
     }
 }
 
-/// Ids of jobs this process is done with, so late reports for them are recognised and ignored
-/// (rather than taken for another process's job). Bounded: the oldest are forgotten.
+/// Jobs this process is done with, so late reports for them are recognised and ignored
+/// (rather than taken for another process's job), and a `progress` read that raced with a
+/// job's end still shows its last counts. Bounded: the oldest are forgotten.
 #[derive(Debug, Default)]
 struct GoneJobs {
     order: VecDeque<String>,
-    ids: HashSet<String>,
-    /// Those a late report was already warned about.
-    warned: HashSet<String>,
+    jobs: HashMap<String, GoneJob>,
+}
+
+#[derive(Debug)]
+struct GoneJob {
+    /// Its counts (good, bad) when it was done with.
+    totals: (f64, f64),
+    /// Whether a late report was warned about already.
+    warned: bool,
 }
 
 const REMEMBERED_GONE_JOBS: usize = 10_000;
 
 impl GoneJobs {
-    fn add(&mut self, id: String) {
-        if self.ids.insert(id.clone()) {
+    fn add(&mut self, id: String, totals: (f64, f64)) {
+        let gone = GoneJob {
+            totals,
+            warned: false,
+        };
+        if self.jobs.insert(id.clone(), gone).is_none() {
             self.order.push_back(id);
             if self.order.len() > REMEMBERED_GONE_JOBS {
                 if let Some(oldest) = self.order.pop_front() {
-                    self.ids.remove(&oldest);
-                    self.warned.remove(&oldest);
+                    self.jobs.remove(&oldest);
                 }
             }
         }
@@ -424,7 +426,6 @@ impl LiveJobs {
                 written_at: sent_at,
                 write_in_flight: false,
                 writes_failing: false,
-                warned_late_counts: false,
             }),
             no_new_items: CancellationToken::new(),
             gone: CancellationToken::new(),
@@ -460,9 +461,20 @@ impl LiveJobs {
 
     fn late_for_gone_job(&self, id: &str) -> Option<Ignored> {
         let mut gone = lock(&self.gone);
-        gone.ids.contains(id).then(|| Ignored::Ended {
-            first: gone.warned.insert(id.to_owned()),
-        })
+        let job = gone.jobs.get_mut(id)?;
+        let first = !job.warned;
+        job.warned = true;
+        Some(Ignored::Ended { first })
+    }
+
+    /// The counts (good, bad) of a job of this process, written or not: while it runs, and
+    /// for a while after it ended (a reader may have read the document just before the end
+    /// landed). `None` for a job of another process.
+    pub fn counts(&self, id: &str) -> Option<(f64, f64)> {
+        match self.get(id) {
+            Some(job) => Some(lock(&job.counts).totals()),
+            None => lock(&self.gone).jobs.get(id).map(|job| job.totals),
+        }
     }
 
     /// Counts for a job that is not live here: another process's, written as `$inc`s, unless
@@ -674,7 +686,12 @@ impl LiveJobs {
         job.gone.cancel();
         job.lease_changed.notify_waiters();
         lock(&self.jobs).remove(&job.id);
-        lock(&self.gone).add(job.id.clone());
+        let totals = {
+            let mut counts = lock(&job.counts);
+            counts.close();
+            counts.totals()
+        };
+        lock(&self.gone).add(job.id.clone(), totals);
     }
 
     /// Begins a drain: no new job, no new item.
