@@ -15,8 +15,8 @@ export declare class JobEngine {
   /** `setTotal` by job id (`total` a BSON `{ value }` document). */
   setTotal(id: string, total: Buffer): void
   /**
-   * The counts of a job of this process, including those not written yet; `null` for a
-   * job of another process or one that has ended.
+   * The counts of a job of this process, including those not written yet (kept a while
+   * after the job ended); `null` for a job of another process.
    */
   liveCounts(id: string): LiveCounts | null
   /**
