@@ -34,13 +34,15 @@ function demoDataDir() {
 
 // Apostrophe's own logging, minus what says nothing about the demo: the database
 // migrations a new database runs once (two lines each, then a "WARNINGS ABOVE ARE OK" with
-// no warning above), and two warnings: SecantusDB has no text indexes (the site then
+// no warning above), its "Listening on" line (the banner says where the site is), and two
+// warnings: SecantusDB has no text indexes (the site then
 // searches without them), and Apostrophe 2.227's login page posts to
 // /modules/apostrophe-areas/editor before it has a CSRF token.
 function demoLogger() {
   const quiet = [
     /^(Running|Completed) database migration: /,
     /WARNINGS ABOVE ARE OK/,
+    /^Listening on http/,
     /unable to ensure text index/,
     /A request for \/modules\/apostrophe-areas\/editor was rejected/
   ];
