@@ -7,8 +7,9 @@
 //
 //   node --test __tests__/browser.test.js
 // Uses APOS_JOBS_TEST_URI when `npm test` provides it, else starts its own SecantusDB
-// server. Needs Chromium at /usr/bin/chromium (Debian package `chromium`), or set
-// AJN_CHROMIUM to another Chromium binary; without it every test fails saying so.
+// server. Needs Chromium at /usr/bin/chromium (Debian package `chromium`, which `npm test`
+// installs when it runs as root), or set AJN_CHROMIUM to another Chromium binary; without it
+// every test fails saying so.
 // Screenshots of each state go to artifacts/screenshots/.
 //
 // The sites use the fixture project `fixtures/site-browser`: the package enabled in
@@ -24,8 +25,9 @@ const path = require('path');
 const { startServer } = require('../scripts/mongo-server');
 const { bootSite, createAdmin, insertArticles } = require('./helpers/site');
 const { spawnSite } = require('./helpers/site-process');
+const { chromiumPath } = require('../scripts/system-deps');
 
-const CHROMIUM = process.env.AJN_CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM = chromiumPath();
 const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'
@@ -162,7 +164,8 @@ function assertChromium() {
   if (!fs.existsSync(CHROMIUM)) {
     throw new Error(
       `Chromium was not found at ${CHROMIUM}. The browser tests drive a real Chromium: ` +
-      'install it (Debian/Ubuntu: apt-get install chromium) or set AJN_CHROMIUM to its path.'
+      'run the suites with `npm test` (as root it installs Chromium), or install it ' +
+      '(Debian/Ubuntu: sudo apt-get install -y chromium), or set AJN_CHROMIUM to its path.'
     );
   }
 }

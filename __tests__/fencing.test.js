@@ -10,13 +10,13 @@ const path = require('path');
 const { bootSite, createAdmin } = require('./helpers/site.js');
 const { spawnSite } = require('./helpers/site-process.js');
 const { testUri, waitForEnd, waitUntil, delay, ids } = require('./helpers/jobs.js');
+const { faketimeLibrary } = require('../scripts/system-deps.js');
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'job-fixtures.js');
 const ORPHAN_AFTER = 3000;
 const STOP_GRACE = 2000;
 // The sweeper looks every half bound.
 const SWEEP_EVERY = ORPHAN_AFTER / 2;
-const FAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1';
 
 let site;
 let jobs;
@@ -60,7 +60,9 @@ async function spawnOwner({ env = {}, execArgv = [] } = {}) {
 }
 
 function skewedClock(offset) {
-  return { LD_PRELOAD: FAKETIME, FAKETIME: offset, FAKETIME_DONT_FAKE_MONOTONIC: '1' };
+  const library = faketimeLibrary();
+  assert.ok(library, 'libfaketime is not installed: run the suites with `npm test` (as root it installs it), or install it (Debian/Ubuntu: sudo apt-get install -y faketime)');
+  return { LD_PRELOAD: library, FAKETIME: offset, FAKETIME_DONT_FAKE_MONOTONIC: '1' };
 }
 
 async function startBatch(client, body) {

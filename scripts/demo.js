@@ -10,6 +10,9 @@
 //
 // PORT and ADDRESS change where the site listens. Ctrl-C (SIGINT) or SIGTERM stops the site
 // and the database; a second Ctrl-C stops at once.
+//
+// The console says what a newcomer needs (where the site is, the login, how to stop) and
+// Apostrophe's warnings and errors; its routine start-up lines are left out.
 
 'use strict';
 
@@ -29,11 +32,17 @@ function demoDataDir() {
   return path.join(cache, 'apostrophe-jobs-native', 'demo-db');
 }
 
-// Apostrophe's own logging, minus two warnings that say nothing about the demo:
-// SecantusDB has no text indexes (the site then searches without them), and Apostrophe
-// 2.227's login page posts to /modules/apostrophe-areas/editor before it has a CSRF token.
+// Apostrophe's own logging, minus what says nothing about the demo: the database
+// migrations a new database runs once (two lines each, then a "WARNINGS ABOVE ARE OK" with
+// no warning above), its "Listening on" line (the banner says where the site is), and two
+// warnings: SecantusDB has no text indexes (the site then
+// searches without them), and Apostrophe 2.227's login page posts to
+// /modules/apostrophe-areas/editor before it has a CSRF token.
 function demoLogger() {
   const quiet = [
+    /^(Running|Completed) database migration: /,
+    /WARNINGS ABOVE ARE OK/,
+    /^Listening on http/,
     /unable to ensure text index/,
     /A request for \/modules\/apostrophe-areas\/editor was rejected/
   ];
@@ -80,6 +89,7 @@ async function stop(code) {
     await server.stop();
     server = null;
   }
+  say('The demo has stopped.');
   process.exit(code);
 }
 
@@ -88,7 +98,7 @@ function onSignal(signal) {
     warn(`${signal} again: stopping now.`);
     process.exit(1);
   }
-  say(`\n${signal}: stopping the demo...`);
+  say(`\nStopping the demo (${signal})...`);
   stop(0).then(() => {}, (err) => {
     warn(`Stopping failed: ${err.stack || err}`);
     process.exit(1);
@@ -104,9 +114,8 @@ async function main() {
   const port = Number(process.env.PORT || 3000);
   const address = process.env.ADDRESS || '127.0.0.1';
   let mongodbUri = process.env.APOS_MONGODB_URI;
-  let databaseLine;
   if (mongodbUri) {
-    databaseLine = `${mongodbUri} (from APOS_MONGODB_URI)`;
+    say('Using the database of APOS_MONGODB_URI.');
   } else {
     const dataDir = demoDataDir();
     say(`Starting the embedded database (SecantusDB; data in ${dataDir})...`);
@@ -124,7 +133,6 @@ async function main() {
     });
     if (stopping) return;
     mongodbUri = `${server.uri}/${DB_NAME}`;
-    databaseLine = `${mongodbUri} (embedded SecantusDB, data in ${dataDir})`;
   }
 
   say('Starting the site...');
@@ -143,14 +151,13 @@ async function main() {
   const url = `http://${address}:${port}/`;
   say([
     '',
-    'apostrophe-jobs-native demo is running.',
+    `The demo is running: ${url}`,
     '',
-    `  Site:      ${url}`,
-    `  Log in:    ${url}login  as  ${admin.username} / ${admin.password}${admin.created ? '' : '  (user created by an earlier run)'}`,
-    `  Database:  ${databaseLine}`,
+    `  Log in at ${url}login as ${admin.username} / ${admin.password}.`,
+    '  The home page then starts jobs and opens the Articles manager, whose batch',
+    '  operations ("Publish Selected"...) run as jobs too, in the progress modal.',
     '',
-    'On the home page, start a job and watch, or cancel, it in the progress modal.',
-    'Press Ctrl-C to stop.',
+    'Press Ctrl-C to stop the demo.',
     ''
   ].join('\n'));
 }

@@ -307,7 +307,7 @@ async function startServer({ port, dataDir, quiet = true, onUnexpectedExit, ownP
   return server;
 }
 
-module.exports = { startServer, ensureInstalled, getFreePort, venvDir, PACKAGE_SPEC };
+module.exports = { startServer, ensureInstalled, getFreePort, venvDir, serverBinary, PACKAGE_SPEC };
 
 if (require.main === module) {
   main().catch((err) => {

@@ -1,7 +1,8 @@
 // A piece type, plus the long-running job the home page's buttons start.
 //
-// Articles get the usual admin UI (admin bar → Articles): its batch operations (Publish,
-// Add Tag, Trash...) run through apostrophe-jobs too, with a Stop button.
+// Articles get the usual admin UI (admin bar → Articles, or the home page's "Open the
+// Articles manager" button): its batch operations (Publish, Add Tag, Trash...) run through
+// apostrophe-jobs too, with a Stop button.
 //
 // The home page's buttons call this module's `set-all-published` route, which runs a
 // one-shot job with `runNonBatch`: it publishes (or unpublishes) every article one by one,
@@ -19,6 +20,22 @@ module.exports = {
   seed: 1000,
   // Pause after each article, so the progress bar is easy to follow even on a fast database.
   pauseMs: 10,
+  // The manager lists drafts and published articles alike. Apostrophe lists published pieces
+  // only by default, and the seeded articles are drafts: the manager would open empty, with
+  // no article for its batch operations. (Of two filters of one name, the last one counts.)
+  addFilters: [
+    {
+      name: 'published',
+      choices: [
+        { value: true, label: 'Published' },
+        { value: false, label: 'Draft' },
+        { value: null, label: 'Both' }
+      ],
+      allowedInChooser: false,
+      def: null,
+      style: 'pill'
+    }
+  ],
 
   construct: function(self, options) {
 
