@@ -4,7 +4,7 @@
 // with their BSON types intact).
 
 const bson = require('./bson.js');
-const native = require('./native.js');
+const native = require('./native.js').load().binding;
 const rangeRunner = require('./range-runner.js');
 
 module.exports = function(self, options) {

@@ -1,31 +1,114 @@
-// Loads the compiled Rust core (`index.node`, built by scripts/build.js when the package is
-// installed). Its only job is to turn a missing or broken build into a message that says
-// what to do.
+// Loads the compiled Rust core, napi-rs style: first the prebuilt binary that npm installs
+// for this platform (the optional dependency `apostrophe-jobs-native-<platform>`), then a
+// build from source (`index.node`, made by scripts/build.js, the install script). When
+// neither loads, the error lists what was tried, why each failed, and what to do.
 
 'use strict';
 
+const fs = require('fs');
 const path = require('path');
+const { name, version, optionalDependencies } = require('../package.json');
 
-const addonPath = path.join(__dirname, '..', 'index.node');
+// napi-rs's platform names: Linux binaries differ by C library, Windows ones are MSVC builds.
+function platformName() {
+  const { platform, arch } = process;
+  if (platform === 'linux') {
+    return `linux-${arch}-${isMusl() ? 'musl' : 'gnu'}`;
+  }
+  return platform === 'win32' ? `win32-${arch}-msvc` : `${platform}-${arch}`;
+}
 
-function load() {
+// As napi-rs's generated loaders tell: a Node.js built on glibc reports the glibc it runs on.
+// The report would also look up network interfaces, which can be slow; it is not needed.
+function isMusl() {
+  const excludeNetwork = process.report.excludeNetwork;
+  process.report.excludeNetwork = true;
   try {
-    return require(addonPath);
-  } catch (error) {
-    const missing = error.code === 'MODULE_NOT_FOUND' && String(error.message).includes(addonPath);
-    const cause = missing
-      ? `the native addon ${addonPath} is missing: it is built from source when the package is installed.`
-      : `the native addon ${addonPath} could not be loaded (${error.message}).`;
-    const wrapped = new Error(
-      `apostrophe-jobs-native: ${cause}\n` +
-      'Run `npm rebuild apostrophe-jobs-native` in your project (it needs cargo: https://rustup.rs) ' +
-      'and read its output. With npm 11, install scripts must be approved: see "Install" in the ' +
-      'package README.'
-    );
-    wrapped.cause = error;
-    throw wrapped;
+    return !process.report.getReport().header.glibcVersionRuntime;
+  } finally {
+    process.report.excludeNetwork = excludeNetwork;
   }
 }
 
-/** @type {import('../binding')} */
-module.exports = load();
+const platform = platformName();
+const prebuiltPackage = `${name}-${platform}`;
+const localBuild = path.join(__dirname, '..', 'index.node');
+
+// Each attempt answers `{ tried, file, binding }` or `{ tried, reason }`.
+function loadFile(tried, file) {
+  try {
+    return { tried, file, binding: require(file) };
+  } catch (error) {
+    return { tried, reason: `${file} does not load: ${error.message}` };
+  }
+}
+
+function loadPrebuilt() {
+  const tried = `${prebuiltPackage} (the prebuilt binary for ${platform})`;
+  let file;
+  try {
+    file = require.resolve(prebuiltPackage);
+  } catch (error) {
+    return { tried, reason: 'not installed' };
+  }
+  // A binary of another version may lack bindings this version calls.
+  const installed = require(`${prebuiltPackage}/package.json`).version;
+  if (installed !== version) {
+    return { tried, reason: `version ${installed} is installed, this package is ${version}` };
+  }
+  return loadFile(tried, file);
+}
+
+function loadLocalBuild() {
+  const tried = `${localBuild} (a build from source)`;
+  if (!fs.existsSync(localBuild)) {
+    return { tried, reason: 'not built' };
+  }
+  return loadFile(tried, localBuild);
+}
+
+// The platforms this copy of the package has prebuilt binaries for: the release adds them as
+// optional dependencies when it publishes (a checkout of the repository has none).
+function prebuiltPlatforms() {
+  return Object.keys(optionalDependencies || {})
+    .filter((dependency) => dependency.startsWith(`${name}-`))
+    .map((dependency) => dependency.slice(name.length + 1));
+}
+
+function advice() {
+  const platforms = prebuiltPlatforms();
+  const fromSource =
+    'build it from source: install Rust (cargo 1.88 or newer, https://rustup.rs), approve the ' +
+    `package's install script (\`npm install-scripts approve ${name}\`), then run ` +
+    `\`npm rebuild ${name}\` and read its output.`;
+  if (!platforms.includes(platform)) {
+    const list = platforms.length ? platforms.join(', ') : 'none in this copy of the package';
+    return `There is no prebuilt binary for ${platform} (prebuilt: ${list}), so ${fromSource}`;
+  }
+  return (
+    `npm installs ${prebuiltPackage} as an optional dependency, unless optional dependencies ` +
+    'are left out (`--omit=optional`, `--no-optional`, `omit=optional` in .npmrc): install ' +
+    'with them. If it is still missing, remove node_modules and package-lock.json and run ' +
+    '`npm install` again (npm can miss optional dependencies of other platforms in an existing ' +
+    `lockfile: https://github.com/npm/cli/issues/4828). Or ${fromSource}`
+  );
+}
+
+/**
+ * Loads the addon: `{ binding, file }`, or throws an error saying what was tried and what to do.
+ * @returns {{ binding: import('../binding'), file: string }}
+ */
+function load() {
+  const attempts = [ loadPrebuilt(), loadLocalBuild() ];
+  const loaded = attempts.find((attempt) => attempt.binding);
+  if (loaded) {
+    return loaded;
+  }
+  throw new Error(
+    `${name}: the native addon could not be loaded. Tried:\n` +
+    attempts.map((attempt) => `  - ${attempt.tried}: ${attempt.reason}\n`).join('') +
+    advice()
+  );
+}
+
+module.exports = { load, loadPrebuilt, prebuiltPackage };

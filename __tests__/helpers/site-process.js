@@ -13,7 +13,7 @@
 // `moduleFiles: { name: '/abs/path.js' }` for modules defined in files.
 // Prints one JSON line on stdout when listening:
 //   {"ready":true,"baseUrl":"http://127.0.0.1:PORT","port":PORT,"pid":...,
-//    "shortName":"...","csrfCookieName":"<shortName>.csrf"}
+//    "shortName":"...","csrfCookieName":"<shortName>.csrf","nativeAddons":[".../index.node"]}
 // or {"ready":false,"error":"..."} and exits 1. SIGTERM/SIGINT stop the site
 // and exit 0. It also exits if its parent dies, so a crashed test run
 // leaves no sites behind.
@@ -99,7 +99,10 @@ async function runChild() {
       pid: process.pid,
       shortName: site.shortName,
       csrfCookieName: site.csrfCookieName,
-      adminId
+      adminId,
+      // The native addons this process loaded (Node.js caches them by file name), so a test
+      // can tell which build of this package a site runs.
+      nativeAddons: Object.keys(require.cache).filter((file) => file.endsWith('.node'))
     });
   } catch (err) {
     say({ ready: false, error: String((err && err.stack) || err) });

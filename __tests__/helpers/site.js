@@ -12,6 +12,7 @@
 //   await site.stop();
 
 const fs = require('fs');
+const { createRequire } = require('module');
 const os = require('os');
 const path = require('path');
 const util = require('util');
@@ -114,6 +115,8 @@ function destroyApos(apos) {
  * @param {object} [opts.modules]  extra module config, deep-merged over ours
  * @param {string} [opts.shortName] also the database name; unique by default
  * @param {string} [opts.modulesDir] override the project modules folder
+ * @param {string} [opts.projectDir] a site project of its own: its node_modules provides
+ *                                 apostrophe (and this package), its lib/modules the modules
  * @param {boolean} [opts.verbose] print all Apostrophe log lines
  * @param {object} [opts.options]  extra top-level Apostrophe options
  */
@@ -124,6 +127,7 @@ async function bootSite({
   modules = {},
   shortName,
   modulesDir,
+  projectDir,
   verbose = false,
   options = {}
 } = {}) {
@@ -169,14 +173,18 @@ async function bootSite({
   // connection opened can still be destroyed (no leaked handles).
   let instance;
   let apos;
+  // `root` anchors moog-require's npm lookups: walking up from here reaches this
+  // repository's package.json, which lists apostrophe; a project's app.js reaches its own.
+  const appFile = projectDir && path.join(projectDir, 'app.js');
+  const root = projectDir ? { filename: appFile, require: createRequire(appFile) } : module;
+  const apostrophe = root.require('apostrophe');
   try {
     apos = await new Promise((resolve, reject) => {
-      instance = require('apostrophe')(mergePlain({
-        // `root` anchors moog-require's npm lookups: walking up from here
-        // reaches this repository's package.json, which lists apostrophe.
-        root: module,
+      instance = apostrophe(mergePlain({
+        root,
         rootDir,
-        modulesSubdir: modulesDir || (native ? MODULES_NATIVE : MODULES_STOCK),
+        modulesSubdir: modulesDir || (projectDir ? path.join(projectDir, 'lib', 'modules')
+          : native ? MODULES_NATIVE : MODULES_STOCK),
         shortName,
         // Never read the test runner's command line as an Apostrophe task.
         argv: { _: [] },
