@@ -22,7 +22,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const { startServer } = require('../scripts/mongo-server');
-const { bootSite, createAdmin, insertArticles } = require('./helpers/site');
+const { bootSite, createAdmin, insertArticles, countDocuments } = require('./helpers/site');
 const { spawnSite } = require('./helpers/site-process');
 
 const CHROMIUM = process.env.AJN_CHROMIUM || '/usr/bin/chromium';
@@ -149,7 +149,7 @@ function readJob(site, jobId) {
 }
 
 function countArticles(site, ids, published) {
-  return site.apos.docs.db.countDocuments({ _id: { $in: ids }, published });
+  return countDocuments(site.apos.docs.db, { _id: { $in: ids }, published });
 }
 
 // ---------------------------------------------------------------------------
@@ -477,7 +477,7 @@ test('Cancel on a runNonBatch job opened from page code undoes its work: Cancele
   assert.ok(await job.cancel.isVisible(), 'a cancelable job offers Cancel');
   assert.equal(await job.stop.count(), 0, 'and no Stop');
   assert.match(running.percentage, /^\d+\.\d\d%$/);
-  assert.ok(await records.countDocuments({ runId }) >= 5, 'records are being written');
+  assert.ok(await countDocuments(records, { runId }) >= 5, 'records are being written');
   await screenshot(page, 'cancel-in-progress');
 
   await job.cancel.click();
@@ -491,7 +491,7 @@ test('Cancel on a runNonBatch job opened from page code undoes its work: Cancele
   assert.equal(await page.evaluate(() => window.jobSuccessResults), undefined,
     'success is not called for a canceled job');
 
-  assert.equal(await records.countDocuments({ runId }), 0, 'the canceled work was undone');
+  assert.equal(await countDocuments(records, { runId }), 0, 'the canceled work was undone');
   const doc = await readJob(site, jobId);
   assert.equal(doc.status, 'canceled');
   assert.equal(doc.ended, true);
@@ -501,7 +501,7 @@ test('Cancel on a runNonBatch job opened from page code undoes its work: Cancele
   // Something that must not happen: the job has ended (read above); watch for a while, many
   // steps of the work long.
   await delay(1000);
-  assert.equal(await records.countDocuments({ runId }), 0, 'and nothing is written afterwards');
+  assert.equal(await countDocuments(records, { runId }), 0, 'and nothing is written afterwards');
   assert.deepEqual(pageErrors, []);
 });
 

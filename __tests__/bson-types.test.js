@@ -1,11 +1,12 @@
 // Values a site hands to the module keep the BSON types its own driver gives them, as the
 // stock module stores them: ObjectId, Decimal128, Long and Binary in results and labels, made
-// by this site's driver (bson 6) or by the bson 1.x of the MongoDB 3.x driver that older
-// Apostrophe 2 releases use.
+// by the driver of the site's Apostrophe release (`npm test` runs this suite on the last and
+// on the oldest supported release: bson 6 under `emulate-mongo-2-driver`, bson 1.0 in the
+// MongoDB 2.2 driver) or by the bson 1.x of the MongoDB 3.x driver of other 2.x sites.
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const path = require('path');
+const { siteDriver } = require('./helpers/apostrophe.js');
 const { bootFixtureSite, rawJob, bsonShape, stockApi, waitForEnd, ids } = require('./helpers/jobs.js');
 
 let site;
@@ -42,7 +43,7 @@ async function storedBy(api, bson) {
 }
 
 test('labels and results of the site\'s own driver keep their types, as stock stores them', async () => {
-  const siteBson = require(require.resolve('bson', { paths: [ path.dirname(require.resolve('mongodb')) ] }));
+  const siteBson = siteDriver();
   const stock = await storedBy(stockApi(site), siteBson);
   const native = await storedBy(jobs, siteBson);
   assert.deepEqual(bsonShape(native.labels), bsonShape(stock.labels));
@@ -54,7 +55,7 @@ test('labels and results of the site\'s own driver keep their types, as stock st
 });
 
 test('values of the MongoDB 3.x driver\'s bson 1.x are stored with the same types and values', async () => {
-  const siteBson = require(require.resolve('bson', { paths: [ path.dirname(require.resolve('mongodb')) ] }));
+  const siteBson = siteDriver();
   const stock = await storedBy(stockApi(site), siteBson);
   const native = await storedBy(jobs, require('bson-v1'));
   assert.deepEqual(bsonShape(native.labels), bsonShape(stock.labels));
