@@ -201,14 +201,16 @@ async function openBrowser() {
   return { context, page, dialogs, pageErrors };
 }
 
-// Log in through the real login form, as a person would.
+// Log in through the real login form, as a person would. (The form has its
+// `data-apos-login-form` hook only in later 2.x releases; its action is the same in all.)
 async function logIn(page, site, { username, password } = ADMIN) {
   await page.goto(`${site.baseUrl}/login`);
-  await page.locator('[data-apos-login-form] input[name="username"]').fill(username);
-  await page.locator('[data-apos-login-form] input[name="password"]').fill(password);
+  const form = page.locator('form[action$="/login"]');
+  await form.locator('input[name="username"]').fill(username);
+  await form.locator('input[name="password"]').fill(password);
   await Promise.all([
     page.waitForURL((url) => url.pathname !== '/login'),
-    page.locator('[data-apos-login-form] [type="submit"]').click()
+    form.locator('[type="submit"]').click()
   ]);
   // The logged-in scene loads the jobs module's browser code.
   await page.waitForFunction(() => window.apos && apos.modules && apos.modules['apostrophe-jobs']);
