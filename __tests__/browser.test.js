@@ -23,7 +23,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const { startServer } = require('../scripts/mongo-server');
-const { bootSite, createAdmin, insertArticles } = require('./helpers/site');
+const { bootSite, createAdmin, insertArticles, countDocuments } = require('./helpers/site');
 const { spawnSite } = require('./helpers/site-process');
 const { chromiumPath } = require('../scripts/system-deps');
 
@@ -151,7 +151,7 @@ function readJob(site, jobId) {
 }
 
 function countArticles(site, ids, published) {
-  return site.apos.docs.db.countDocuments({ _id: { $in: ids }, published });
+  return countDocuments(site.apos.docs.db, { _id: { $in: ids }, published });
 }
 
 // ---------------------------------------------------------------------------
@@ -204,14 +204,16 @@ async function openBrowser() {
   return { context, page, dialogs, pageErrors };
 }
 
-// Log in through the real login form, as a person would.
+// Log in through the real login form, as a person would. (The form has its
+// `data-apos-login-form` hook only in later 2.x releases; its action is the same in all.)
 async function logIn(page, site, { username, password } = ADMIN) {
   await page.goto(`${site.baseUrl}/login`);
-  await page.locator('[data-apos-login-form] input[name="username"]').fill(username);
-  await page.locator('[data-apos-login-form] input[name="password"]').fill(password);
+  const form = page.locator('form[action$="/login"]');
+  await form.locator('input[name="username"]').fill(username);
+  await form.locator('input[name="password"]').fill(password);
   await Promise.all([
     page.waitForURL((url) => url.pathname !== '/login'),
-    page.locator('[data-apos-login-form] [type="submit"]').click()
+    form.locator('[type="submit"]').click()
   ]);
   // The logged-in scene loads the jobs module's browser code.
   await page.waitForFunction(() => window.apos && apos.modules && apos.modules['apostrophe-jobs']);
@@ -480,7 +482,7 @@ test('Cancel on a runNonBatch job opened from page code undoes its work: Cancele
   assert.ok(await job.cancel.isVisible(), 'a cancelable job offers Cancel');
   assert.equal(await job.stop.count(), 0, 'and no Stop');
   assert.match(running.percentage, /^\d+\.\d\d%$/);
-  assert.ok(await records.countDocuments({ runId }) >= 5, 'records are being written');
+  assert.ok(await countDocuments(records, { runId }) >= 5, 'records are being written');
   await screenshot(page, 'cancel-in-progress');
 
   await job.cancel.click();
@@ -494,7 +496,7 @@ test('Cancel on a runNonBatch job opened from page code undoes its work: Cancele
   assert.equal(await page.evaluate(() => window.jobSuccessResults), undefined,
     'success is not called for a canceled job');
 
-  assert.equal(await records.countDocuments({ runId }), 0, 'the canceled work was undone');
+  assert.equal(await countDocuments(records, { runId }), 0, 'the canceled work was undone');
   const doc = await readJob(site, jobId);
   assert.equal(doc.status, 'canceled');
   assert.equal(doc.ended, true);
@@ -504,7 +506,7 @@ test('Cancel on a runNonBatch job opened from page code undoes its work: Cancele
   // Something that must not happen: the job has ended (read above); watch for a while, many
   // steps of the work long.
   await delay(1000);
-  assert.equal(await records.countDocuments({ runId }), 0, 'and nothing is written afterwards');
+  assert.equal(await countDocuments(records, { runId }), 0, 'and nothing is written afterwards');
   assert.deepEqual(pageErrors, []);
 });
 

@@ -1,11 +1,13 @@
 // Values a site hands to the module keep the BSON types its own driver gives them, as the
-// stock module stores them: ObjectId, Decimal128, Long and Binary in results and labels, made
-// by this site's driver (bson 6) or by the bson 1.x of the MongoDB 3.x driver that older
-// Apostrophe 2 releases use.
+// stock module stores them: ObjectId, Decimal128, Long and Binary in results, labels and
+// failed item ids, made by the driver of the site's Apostrophe release (`npm test` runs this
+// suite on the last and on the oldest supported release: bson 6 under
+// `emulate-mongo-2-driver`, bson 1.0 in the MongoDB 2.2 driver) or by the bson 1.x of the
+// MongoDB 3.x driver of other 2.x sites.
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const path = require('path');
+const { siteDriver } = require('./helpers/apostrophe.js');
 const { bootFixtureSite, rawJob, bsonShape, stockApi, waitForEnd, ids } = require('./helpers/jobs.js');
 
 let site;
@@ -42,7 +44,7 @@ async function storedBy(api, bson) {
 }
 
 test('labels and results of the site\'s own driver keep their types, as stock stores them', async () => {
-  const siteBson = require(require.resolve('bson', { paths: [ path.dirname(require.resolve('mongodb')) ] }));
+  const siteBson = siteDriver();
   const stock = await storedBy(stockApi(site), siteBson);
   const native = await storedBy(jobs, siteBson);
   assert.deepEqual(bsonShape(native.labels), bsonShape(stock.labels));
@@ -54,7 +56,7 @@ test('labels and results of the site\'s own driver keep their types, as stock st
 });
 
 test('values of the MongoDB 3.x driver\'s bson 1.x are stored with the same types and values', async () => {
-  const siteBson = require(require.resolve('bson', { paths: [ path.dirname(require.resolve('mongodb')) ] }));
+  const siteBson = siteDriver();
   const stock = await storedBy(stockApi(site), siteBson);
   const native = await storedBy(jobs, require('bson-v1'));
   assert.deepEqual(bsonShape(native.labels), bsonShape(stock.labels));
@@ -71,4 +73,22 @@ test('results of run gathered in Rust keep bson 1.x types too', async () => {
   assert.equal(job.status, 'completed');
   const raw = await rawJob(jobs, job._id);
   assert.deepEqual(bsonShape(raw.results.id1), [ [ 'oid', 'ObjectId' ], [ 'long', 'Long' ] ]);
+});
+
+test('failed item ids made by the site\'s own driver keep their types and values', async () => {
+  const values = typedValues(siteDriver());
+  const kinds = [ 'oid', 'decimal', 'long', 'binary' ];
+  const job = await start(jobs, { labels: { title: 'Typed ids' } });
+  for (const kind of kinds) {
+    jobs.recordFailedItem(job, values[kind], new Error(`${kind} failed`));
+  }
+  await end(jobs, job, null);
+  const raw = await rawJob(jobs, job._id);
+  assert.deepEqual(raw.failedItems.map((item) => [ bsonShape(item.id), item.message ]), [
+    [ 'ObjectId', 'oid failed' ], [ 'Decimal128', 'decimal failed' ], [ 'Long', 'long failed' ], [ 'Binary', 'binary failed' ]
+  ]);
+  assert.equal(raw.failedItems[0].id.toHexString(), '5f1d7c4e9b1e8a3d2c4b6a81');
+  assert.equal(raw.failedItems[1].id.toString(), '1234.5678');
+  assert.equal(raw.failedItems[2].id.toString(), '9007199254740991');
+  assert.deepEqual([ ...raw.failedItems[3].id.buffer ], [ 1, 2, 3, 250 ]);
 });

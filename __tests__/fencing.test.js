@@ -7,7 +7,7 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('path');
-const { bootSite, createAdmin } = require('./helpers/site.js');
+const { bootSite, createAdmin, countDocuments } = require('./helpers/site.js');
 const { spawnSite } = require('./helpers/site-process.js');
 const { testUri, waitForEnd, waitUntil, delay, ids } = require('./helpers/jobs.js');
 const { faketimeLibrary } = require('../scripts/system-deps.js');
@@ -93,7 +93,7 @@ test('an owner frozen past the bound loses its job: the swept job never changes 
     for (const until = Date.now() + 3000; Date.now() < until; await delay(100)) {
       assert.deepEqual(await readJob(jobId), swept, 'the document changed after ended: true');
     }
-    const startedAfterWaking = await marks().countDocuments({ _id: { $regex: `^${markPrefix}-` }, startedAt: { $gte: wokeAt } });
+    const startedAfterWaking = await countDocuments(marks(), { _id: { $regex: `^${markPrefix}-` }, startedAt: { $gte: wokeAt } });
     assert.equal(startedAfterWaking, 0, 'no item started after the owner woke');
     const warnings = owner.stderrLines.filter((line) => line.includes(`job ${jobId} is no longer this process's`));
     assert.equal(warnings.length, 1, owner.stderrLines.slice(-20).join('\n'));

@@ -5,7 +5,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { bootSite, createAdmin, insertArticles } = require('./helpers/site.js');
+const { bootSite, createAdmin, insertArticles, countDocuments } = require('./helpers/site.js');
 const { spawnSite } = require('./helpers/site-process.js');
 const { testUri, waitUntil, waitForEnd, delay } = require('./helpers/jobs.js');
 
@@ -63,7 +63,7 @@ test('a pieces batch publish over 200 pieces completes with exact counts through
   assert.equal(Object.keys(job.results).length, 200);
   assert.equal(job.results[ids[0]]._id, ids[0], 'results hold the updated pieces, as in 2.x');
   assert.match(html, /Completed/);
-  const published = await owner.apos.docs.db.countDocuments({ _id: { $in: ids }, published: true });
+  const published = await countDocuments(owner.apos.docs.db, { _id: { $in: ids }, published: true });
   assert.equal(published, 200);
 });
 

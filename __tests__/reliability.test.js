@@ -6,7 +6,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('path');
 const { MongoClient } = require('mongodb');
-const { bootSite, createAdmin, createUser, createClient } = require('./helpers/site.js');
+const { bootSite, createAdmin, createUser, createClient, countDocuments } = require('./helpers/site.js');
 const { spawnSite } = require('./helpers/site-process.js');
 const { startServer } = require('../scripts/mongo-server.js');
 const { testUri, waitUntil, waitForEnd, ids } = require('./helpers/jobs.js');
@@ -185,7 +185,7 @@ test('a deploy-style SIGTERM drains: in-flight items finish, counts are exact, t
   assert.equal(job.ended, true, 'the job has a final status once the process has exited');
   assert.equal(job.status, 'failed');
   assert.equal(job.interrupted, true);
-  const marks = await site.apos.db.collection('jobFixtureMarks').countDocuments({ _id: { $regex: `^${markPrefix}-` } });
+  const marks = await countDocuments(site.apos.db.collection('jobFixtureMarks'), { _id: { $regex: `^${markPrefix}-` } });
   assert.ok(marks > 0 && marks < 300, `${marks} items ran`);
   assert.equal(job.processed, marks, 'every item that ran is counted, none twice');
   assert.equal(job.good, marks);

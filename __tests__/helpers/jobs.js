@@ -13,11 +13,12 @@ function testUri() {
 }
 
 // The document as stored: key order kept, numbers as Int32/Double/Long wrappers. Read with
-// a driver client of its own, since the site's 2.x-emulating collection hides those options.
+// a driver client of its own, since the site's 2.x-emulating collection hides those options
+// (and older releases' MongoDB 2.x driver has none of them).
 async function rawJob(jobs, _id) {
-  const client = await MongoClient.connect(jobs.db.s.db.client.s.url);
+  const client = await MongoClient.connect(jobs.apos.modules['apostrophe-db'].options.uri);
   try {
-    return await client.db(jobs.db.dbName).collection(jobs.db.collectionName)
+    return await client.db(jobs.apos.db.databaseName).collection(jobs.db.collectionName)
       .findOne({ _id }, { promoteValues: false });
   } finally {
     await client.close();
@@ -108,7 +109,7 @@ async function waitForEnd(jobs, _id, { timeout = 60000 } = {}) {
   return job;
 }
 
-// The 2.x module's own API (from node_modules/apostrophe), bound to the same site and
+// The 2.x module's own API (from the Apostrophe release under test), bound to the same site and
 // collection: writes documents exactly as stock 2.x does.
 function stockApi(site) {
   const jobs = site.apos.modules['apostrophe-jobs'];
@@ -119,7 +120,7 @@ function stockApi(site) {
     apiResponder: jobs.apiResponder,
     checkStop: () => {}
   };
-  require('apostrophe/lib/modules/apostrophe-jobs/lib/api.js')(stock, stock.options);
+  require('./apostrophe.js').requireFile('lib/modules/apostrophe-jobs/lib/api.js')(stock, stock.options);
   return stock;
 }
 

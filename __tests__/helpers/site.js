@@ -17,6 +17,7 @@ const os = require('os');
 const path = require('path');
 const util = require('util');
 const { getFreePort } = require('../../scripts/mongo-server');
+const apostrophe = require('./apostrophe.js');
 
 const FIXTURES = path.join(__dirname, '..', 'fixtures');
 // native: lib/modules/apostrophe-jobs/index.js re-exports this repository,
@@ -174,14 +175,15 @@ async function bootSite({
   let instance;
   let apos;
   // `root` anchors moog-require's npm lookups: walking up from here reaches this
-  // repository's package.json, which lists apostrophe; a project's app.js reaches its own.
+  // repository's package.json, which lists apostrophe (helpers/apostrophe.js re-roots it for
+  // another release); a project's app.js reaches the project's own Apostrophe.
   const appFile = projectDir && path.join(projectDir, 'app.js');
-  const root = projectDir ? { filename: appFile, require: createRequire(appFile) } : module;
-  const apostrophe = root.require('apostrophe');
+  const create = projectDir
+    ? (options) => createRequire(appFile)('apostrophe')({ ...options, root: { filename: appFile, require: createRequire(appFile) } })
+    : (options) => apostrophe.create({ root: module, ...options });
   try {
     apos = await new Promise((resolve, reject) => {
-      instance = apostrophe(mergePlain({
-        root,
+      instance = create(mergePlain({
         rootDir,
         modulesSubdir: modulesDir || (projectDir ? path.join(projectDir, 'lib', 'modules')
           : native ? MODULES_NATIVE : MODULES_STOCK),
@@ -355,28 +357,47 @@ async function login(baseUrl, username, password, { csrfCookieName } = {}) {
 // ---------------------------------------------------------------------------
 // Data helpers.
 
-// Apostrophe 2 hashes passwords with `credentials`, whose PBKDF2 iteration
-// count doubles every two years since 2000: in 2026 that is ~11 million
-// rounds, about 10 s per hash on a test machine, and the same again for
-// every login. The stored hash records its own iteration count, so a hash
-// made here with few rounds is verified by the unchanged login code in
-// milliseconds.
+// Apostrophe 2 hashes passwords with `credentials` (`credential` in older 2.x), whose PBKDF2
+// iteration count doubles every two years since 2000: in 2026 that is ~11 million rounds,
+// about 10 s per hash on a test machine, and the same again for every login. The stored hash
+// records its own iteration count, so a hash made here with few rounds is verified by the
+// unchanged login code in milliseconds.
 const FAST_HASH_ITERATIONS = 1000;
 
-function fastPasswordHash(password) {
+// In the format of the site's release: `credential`'s (PBKDF2-SHA1, the base64 salt string
+// used as is) when `apostrophe-users` still holds a `credential` instance (`pw`), else
+// `credentials@3`'s.
+function fastPasswordHash(apos, password) {
   const crypto = require('crypto');
   const keyLength = 64;
-  const salt = crypto.randomBytes(keyLength);
-  const hash = crypto.pbkdf2Sync(password, salt, FAST_HASH_ITERATIONS, keyLength, 'sha512');
+  const salt = crypto.randomBytes(keyLength).toString('base64');
+  if (apos.users.pw) {
+    return JSON.stringify({
+      hash: crypto.pbkdf2Sync(password, salt, FAST_HASH_ITERATIONS, keyLength, 'sha1').toString('base64'),
+      salt,
+      keyLength,
+      hashMethod: 'pbkdf2',
+      iterations: FAST_HASH_ITERATIONS
+    });
+  }
+  const hash = crypto.pbkdf2Sync(password, Buffer.from(salt, 'base64'), FAST_HASH_ITERATIONS, keyLength, 'sha512');
   return JSON.stringify({
     hashMethod: 'pbkdf2-sha512',
-    salt: salt.toString('base64'),
+    salt,
     hash: hash.toString('base64'),
     keyLength,
     iterations: FAST_HASH_ITERATIONS,
     // Tells apostrophe-users the salt is already base64 (credentials@3).
     credentials3: true
   });
+}
+
+/**
+ * How many documents of a site's collection match `query`. The MongoDB 2.x driver of older
+ * Apostrophe 2 releases has `count` only; the later drivers deprecate it for `countDocuments`.
+ */
+function countDocuments(collection, query) {
+  return typeof collection.countDocuments === 'function' ? collection.countDocuments(query) : collection.count(query);
 }
 
 /**
@@ -400,7 +421,7 @@ async function createUser(apos, { username, password, permissions = [], groupTit
     groupIds: [group._id]
   });
   if (fastHash) {
-    await apos.users.safe.updateOne({ _id: user._id }, { $set: { passwordHash: fastPasswordHash(password) } });
+    await apos.users.safe.updateOne({ _id: user._id }, { $set: { passwordHash: fastPasswordHash(apos, password) } });
   }
   return user;
 }
@@ -462,6 +483,7 @@ module.exports = {
   createAdmin,
   createUser,
   insertArticles,
+  countDocuments,
   uriWithDb,
   MODULES_NATIVE,
   MODULES_STOCK,
