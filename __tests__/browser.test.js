@@ -215,9 +215,11 @@ async function logIn(page, site, { username, password } = ADMIN) {
     page.waitForURL((url) => url.pathname !== '/login'),
     form.locator('[type="submit"]').click()
   ]);
-  // The logged-in scene loads the jobs module's browser code.
-  await page.waitForFunction(() => window.apos && apos.modules && apos.modules['apostrophe-jobs']);
-  await page.locator('[data-apos-admin-bar]').waitFor();
+  // The logged-in scene loads the jobs module's browser code. The first logged-in page of a
+  // site builds its assets (older 2.x releases take longest on a busy machine): a generous limit.
+  const firstScene = { timeout: 60000 };
+  await page.waitForFunction(() => window.apos && apos.modules && apos.modules['apostrophe-jobs'], null, firstScene);
+  await page.locator('[data-apos-admin-bar]').waitFor(firstScene);
 }
 
 // Admin bar → Test Articles, list the drafts, tick "select all" on the page, then the
