@@ -99,10 +99,14 @@ function advice() {
  * @returns {{ binding: import('../binding'), file: string }}
  */
 function load() {
-  const attempts = [ loadPrebuilt(), loadLocalBuild() ];
-  const loaded = attempts.find((attempt) => attempt.binding);
-  if (loaded) {
-    return loaded;
+  // In order, stopping at the first that loads: a process needs one copy of the addon.
+  const attempts = [];
+  for (const attempt of [ loadPrebuilt, loadLocalBuild ]) {
+    const result = attempt();
+    if (result.binding) {
+      return result;
+    }
+    attempts.push(result);
   }
   throw new Error(
     `${name}: the native addon could not be loaded. Tried:\n` +
