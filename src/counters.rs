@@ -132,9 +132,9 @@ impl Counts {
         })
     }
 
-    /// Whether the counts are final (see [`Counts::take_final`]); returns, the first time
-    /// only, true as well, to warn once about a report that came too late.
-    pub fn closed(&mut self) -> Option<bool> {
+    /// A report refused because the counts are final (see [`Counts::take_final`]): `None`
+    /// while they are not; else whether this is the first refusal, so it is warned once.
+    pub fn refuse_when_final(&mut self) -> Option<bool> {
         self.closed
             .then(|| !std::mem::replace(&mut self.warned_closed, true))
     }

@@ -175,7 +175,7 @@ impl LiveJob {
     // The one lock of an item's report (it runs once per item, on the JavaScript thread).
     fn changing_counts(&self, change: impl FnOnce(&mut Counts) -> bool) -> Result<(), Ignored> {
         let mut counts = lock(&self.counts);
-        if let Some(first) = counts.closed() {
+        if let Some(first) = counts.refuse_when_final() {
             return Err(Ignored::Ended { first });
         }
         // The writer is woken by the first change after a write (and by a total); it writes
