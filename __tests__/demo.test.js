@@ -15,7 +15,8 @@ const path = require('path');
 const { MongoClient } = require('mongodb');
 const { getFreePort } = require('../scripts/mongo-server');
 const { chromiumPath } = require('../scripts/system-deps');
-const { testUri } = require('./helpers/jobs');
+const { testUri, waitUntil } = require('./helpers/jobs');
+const { uriWithDb } = require('./helpers/site');
 
 const DEMO = path.join(__dirname, '..', 'scripts', 'demo.js');
 const SCREENSHOTS = path.join(__dirname, '..', 'artifacts', 'screenshots');
@@ -35,26 +36,7 @@ let stderr = '';
 let exited = null;
 let url = null;
 
-function uriWithDb(uri, name) {
-  const match = /^(mongodb(?:\+srv)?:\/\/[^/?]+)(?:\/[^?]*)?(\?.*)?$/.exec(uri);
-  return `${match[1]}/${name}${match[2] || ''}`;
-}
-
-function waitFor(predicate, what, timeout) {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + timeout;
-    const poll = () => {
-      if (predicate()) {
-        return resolve();
-      }
-      if (exited || Date.now() > deadline) {
-        return reject(new Error(`${exited ? `the demo exited (${JSON.stringify(exited)})` : 'timed out'} before ${what}\n--- stdout ---\n${stdout}\n--- stderr ---\n${stderr}`));
-      }
-      setTimeout(poll, 100);
-    };
-    poll();
-  });
-}
+const output = () => `--- stdout ---\n${stdout}\n--- stderr ---\n${stderr}`;
 
 before(async () => {
   const port = await getFreePort();
@@ -66,7 +48,15 @@ before(async () => {
   demo.stderr.on('data', (chunk) => { stderr += chunk; });
   demo.on('exit', (code, signal) => { exited = { code, signal }; });
   url = `http://127.0.0.1:${port}/`;
-  await waitFor(() => stdout.includes(READY_LINE), 'it said it was running', START_DEADLINE_MS);
+  await waitUntil(() => {
+    if (exited) {
+      throw new Error(`the demo exited (${JSON.stringify(exited)}) before it said it was running`);
+    }
+    return stdout.includes(READY_LINE);
+  }, START_DEADLINE_MS, 'the demo said it was running').catch((error) => {
+    error.message += `\n${output()}`;
+    throw error;
+  });
 });
 
 after(async () => {
