@@ -17,138 +17,17 @@
 // how long a save takes, and `browser-jobs`, a module whose route runs a cancelable
 // `runNonBatch` job.
 
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('fs');
-const os = require('os');
-const path = require('path');
-const { startServer } = require('../scripts/mongo-server');
-const { bootSite, createAdmin, insertArticles, countDocuments } = require('./helpers/site');
+const { countDocuments } = require('./helpers/site');
 const { spawnSite } = require('./helpers/site-process');
-const { chromiumPath } = require('../scripts/system-deps');
+const {
+  MODULES, ADMIN, delay, useBrowserSuite, closeAll, own, siteModules, openSite, sharedShortName,
+  insertDrafts, readJob, assertChromium, openBrowser, logIn, clickAdminBarItem, jobModal, polled,
+  screenshot, openProgress
+} = require('./helpers/browser');
 
-const CHROMIUM = chromiumPath();
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'
-];
-const MODULES = path.join(__dirname, 'fixtures', 'site-browser', 'lib', 'modules');
-const SCREENSHOTS = path.join(__dirname, '..', 'artifacts', 'screenshots');
-const ADMIN = { username: 'admin', password: 'browser-test-password' };
-// The modal polls every second; a heading must show up within a few polls.
-const POLLS = 5000;
-
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-let server = null;
-let uri = null;
-// Everything a test opened, closed newest first by the test's own t.after() and, whatever
-// happened, by the file's after().
-const openResources = [];
-
-before(async () => {
-  uri = process.env.APOS_JOBS_TEST_URI;
-  if (!uri) {
-    server = await startServer({});
-    uri = server.uri;
-  }
-  fs.mkdirSync(SCREENSHOTS, { recursive: true });
-});
-
-after(async () => {
-  await closeAll();
-  if (server) await server.stop();
-});
-
-async function closeAll() {
-  while (openResources.length) {
-    const { name, close } = openResources.pop();
-    try {
-      await close();
-    } catch (err) {
-      process.stderr.write(`[browser.test] closing ${name} failed: ${err.stack || err}\n`);
-    }
-  }
-}
-
-function own(name, close) {
-  openResources.push({ name, close });
-}
-
-// ---------------------------------------------------------------------------
-// Sites
-
-// Site options shared by every site of this file. Notifications long-poll for 10 s by
-// default; a short poll lets a site drain its requests quickly when the test is over.
-function siteModules({ slowUpdateMs = 0 } = {}) {
-  return {
-    'browser-jobs': {},
-    'test-articles': { slowUpdateMs },
-    'apostrophe-notifications': { longPollingTimeout: 1000 }
-  };
-}
-
-// Counts requests whose handler has not ended yet, so that a site is only destroyed once
-// the browser's last requests (the modal's refresh, a notifications poll) are answered;
-// otherwise they hit a closed database connection and log errors.
-function trackRequests(apos) {
-  const httpServer = apos.modules['apostrophe-express'].server;
-  let inFlight = 0;
-  // Prepended, so this wrapper of res.end is the innermost one: it runs after the
-  // session middleware's own wrapper has saved the session.
-  httpServer.prependListener('request', (req, res) => {
-    inFlight += 1;
-    const end = res.end;
-    let ended = false;
-    res.end = function(...args) {
-      if (!ended) {
-        ended = true;
-        inFlight -= 1;
-      }
-      return end.apply(this, args);
-    };
-  });
-  return async function drain(timeoutMs = 15000) {
-    const deadline = Date.now() + timeoutMs;
-    while (inFlight > 0 && Date.now() < deadline) {
-      await delay(50);
-    }
-    // Apostrophe finishes some work after a response (pruning old versions after each of a
-    // batch's updates): give it a moment before the database connection closes.
-    await delay(1500);
-  };
-}
-
-// An in-process site running this package, with an admin. With `shortName` (also the
-// database name) it shares that database with another site, which creates the admin; the
-// database is then dropped only with `dropDatabase`.
-async function openSite({ slowUpdateMs = 0, shortName, dropDatabase } = {}) {
-  const site = await bootSite({
-    uri,
-    modulesDir: MODULES,
-    shortName,
-    modules: siteModules({ slowUpdateMs })
-  });
-  const drain = trackRequests(site.apos);
-  own(`site ${site.shortName}`, async () => {
-    await drain();
-    await site.stop(dropDatabase === undefined ? {} : { dropDatabase });
-  });
-  if (!shortName) {
-    await createAdmin(site.apos, ADMIN);
-  }
-  return site;
-}
-
-// `n` draft (unpublished) articles, inserted in bulk.
-async function insertDrafts(site, n) {
-  const docs = await insertArticles(site.apos, n, { published: false, bulkAbove: 0 });
-  return docs.map((doc) => doc._id);
-}
-
-function readJob(site, jobId) {
-  return site.apos.modules['apostrophe-jobs'].db.findOne({ _id: jobId });
-}
+const suite = useBrowserSuite();
 
 function countArticles(site, ids, published) {
   return countDocuments(site.apos.docs.db, { _id: { $in: ids }, published });
@@ -157,79 +36,10 @@ function countArticles(site, ids, published) {
 // ---------------------------------------------------------------------------
 // Browser
 
-// A fresh headless Chromium profile. Dialogs (the manager's "Are you sure...?") are
-// accepted and recorded; page errors are recorded so tests can assert there were none.
-// Each test checks first, so that without Chromium every test fails at once, saying why.
-function assertChromium() {
-  if (!fs.existsSync(CHROMIUM)) {
-    throw new Error(
-      `Chromium was not found at ${CHROMIUM}. The browser tests drive a real Chromium: ` +
-      'run the suites with `npm test` (as root it installs Chromium), or install it ' +
-      '(Debian/Ubuntu: sudo apt-get install -y chromium), or set AJN_CHROMIUM to its path.'
-    );
-  }
-}
-
-async function openBrowser() {
-  assertChromium();
-  const { chromium } = require('playwright-core');
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ajn-chromium-'));
-  let context;
-  try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 1280, height: 800 }
-    });
-  } catch (err) {
-    fs.rmSync(profile, { recursive: true, force: true });
-    throw new Error(`Chromium at ${CHROMIUM} failed to start: ${err.message}`);
-  }
-  own('chromium', async () => {
-    await context.close();
-    fs.rmSync(profile, { recursive: true, force: true });
-  });
-  const page = context.pages()[0] || await context.newPage();
-  page.setDefaultTimeout(20000);
-  const dialogs = [];
-  const pageErrors = [];
-  page.on('dialog', (dialog) => {
-    dialogs.push(dialog.message());
-    dialog.accept().catch(() => {});
-  });
-  page.on('pageerror', (err) => pageErrors.push(err.message));
-  // The fixture sites have no favicon and no 404 template: don't log an error for it.
-  await page.route('**/favicon.ico', (route) => route.fulfill({ status: 204, body: '' }));
-  return { context, page, dialogs, pageErrors };
-}
-
-// Log in through the real login form, as a person would. (The form has its
-// `data-apos-login-form` hook only in later 2.x releases; its action is the same in all.)
-async function logIn(page, site, { username, password } = ADMIN) {
-  await page.goto(`${site.baseUrl}/login`);
-  const form = page.locator('form[action$="/login"]');
-  await form.locator('input[name="username"]').fill(username);
-  await form.locator('input[name="password"]').fill(password);
-  await Promise.all([
-    page.waitForURL((url) => url.pathname !== '/login'),
-    form.locator('[type="submit"]').click()
-  ]);
-  // The logged-in scene loads the jobs module's browser code. The first logged-in page of a
-  // site builds its assets (older 2.x releases take longest on a busy machine): a generous limit.
-  const firstScene = { timeout: 60000 };
-  await page.waitForFunction(() => window.apos && apos.modules && apos.modules['apostrophe-jobs'], null, firstScene);
-  await page.locator('[data-apos-admin-bar]').waitFor(firstScene);
-}
-
 // Admin bar → Test Articles, list the drafts, tick "select all" on the page, then the
 // "Select all N item(s) that match this search" box 2.x offers for the other pages.
 async function selectAllDrafts(page, expected) {
-  const item = page.locator('[data-apos-admin-bar-item="test-articles"]');
-  if (!(await item.isVisible())) {
-    await page.locator('[data-apos-admin-bar-logo]').click();
-  }
-  await item.click();
+  await clickAdminBarItem(page, 'test-articles');
   const manager = page.locator('[data-modal].apos-manager');
   await manager.waitFor();
   // Pieces are listed published-only by default; ours are drafts.
@@ -258,81 +68,6 @@ async function applyBatch(page, manager, operation, label, count) {
   assert.equal(body.status, 'ok', `${operation} route answered ${JSON.stringify(body)}`);
   assert.ok(body.jobId, 'the batch route answered with a job id');
   return body.jobId;
-}
-
-// The jobs modal and what it shows.
-function jobModal(page) {
-  const modal = page.locator('[data-modal].apos-job-modal');
-  return {
-    modal,
-    title: modal.locator('[data-modal-title]'),
-    container: modal.locator('[data-apos-job-progress-container]'),
-    heading: modal.locator('[data-apos-job-progress-container] h3'),
-    stop: modal.locator('[data-apos-job-stop]'),
-    cancel: modal.locator('[data-apos-job-cancel]'),
-    done: modal.locator('[data-apos-job-done]'),
-    // Wait until the heading reads exactly `text`.
-    async waitForHeading(text, timeout = POLLS) {
-      await modal.locator('[data-apos-job-progress-container] h3', { hasText: new RegExp(`^\\s*${escapeRegExp(text)}\\s*$`) })
-        .waitFor({ timeout });
-    },
-    // Heading, Successful/Errors counts and the bar, as displayed.
-    async read() {
-      return modal.locator('[data-apos-job-progress-container]').evaluate((el) => {
-        const cell = (label) => {
-          const th = [ ...el.querySelectorAll('table.apos-job-results th') ].find((h) => h.textContent.trim() === label);
-          return th ? Number(th.nextElementSibling.textContent.trim()) : null;
-        };
-        const indicator = el.querySelector('[data-apos-progress-indicator]');
-        const percentage = el.querySelector('.apos-job-progress-percentage');
-        return {
-          heading: el.querySelector('h3').textContent.trim(),
-          good: cell('Successful'),
-          bad: cell('Errors'),
-          barWidth: indicator ? indicator.style.width : null,
-          percentage: percentage ? percentage.textContent.trim() : null
-        };
-      });
-    },
-    // Poll what is displayed until `predicate` holds.
-    async waitUntil(predicate, what, timeout = 30000) {
-      const deadline = Date.now() + timeout;
-      let shown;
-      while (Date.now() < deadline) {
-        shown = await this.read().catch(() => null);
-        if (shown && predicate(shown)) return shown;
-        await delay(100);
-      }
-      throw new Error(`the jobs modal never showed ${what}; last shown: ${JSON.stringify(shown)}`);
-    }
-  };
-}
-
-// Whether the progress fragment comes from a poll. The modal's first paint is rendered by
-// the `modal` route, which (as in 2.x) does not compute the percentage: "%" alone is shown
-// until the first poll answers, a moment later.
-function polled(shown) {
-  return /^\d+\.\d\d%$/.test(shown.percentage || '');
-}
-
-function escapeRegExp(text) {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-async function screenshot(page, name) {
-  const file = path.join(SCREENSHOTS, `${name}.png`);
-  await page.screenshot({ path: file });
-  return file;
-}
-
-// Open the progress modal for a job from page code, as modules' browser code does.
-function openProgress(page, jobId) {
-  return page.evaluate((id) => {
-    window.jobSuccessResults = undefined;
-    apos.modules['apostrophe-jobs'].progress(id, {
-      success: (results) => { window.jobSuccessResults = results; }
-    });
-  }, jobId);
 }
 
 // ---------------------------------------------------------------------------
@@ -516,14 +251,14 @@ test('Stop clicked on one site process halts the job running in another process'
   assertChromium();
   t.after(closeAll);
   // One database for both processes: same shortName, so same sessions and users too.
-  const shortName = `ajn-test-browser-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const shortName = sharedShortName();
   // Site B, in this process, is the one the browser talks to. Opened first so it is
   // closed last: it drops the shared database once the owner process has exited.
   const viewer = await openSite({ shortName, dropDatabase: true });
   // Site A, a child process, owns the job; its saves are slow so the job is still running
   // when Stop is clicked. It creates the admin, in the shared database.
   const owner = await spawnSite({
-    uri,
+    uri: suite.uri,
     modulesDir: MODULES,
     shortName,
     modules: siteModules({ slowUpdateMs: 50 }),
