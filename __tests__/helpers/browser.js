@@ -286,17 +286,24 @@ function jobModal(page) {
       });
     },
     // Poll what is displayed until `predicate` holds.
-    async waitUntil(predicate, what, timeout = 30000) {
-      const deadline = Date.now() + timeout;
-      let shown;
-      while (Date.now() < deadline) {
-        shown = await this.read().catch(() => null);
-        if (shown && predicate(shown)) return shown;
-        await delay(100);
-      }
-      throw new Error(`the jobs modal never showed ${what}; last shown: ${JSON.stringify(shown)}`);
+    waitUntil(predicate, what, timeout = 30000) {
+      return pollDisplay(() => this.read(), predicate, `the jobs modal never showed ${what}`, timeout);
     }
   };
+}
+
+// Reads what a page displays (`read()`, which may fail while the page redraws) every 100 ms
+// until `predicate` holds of it, and resolves it; after `timeout` ms, fails with `failure`
+// and the last thing read.
+async function pollDisplay(read, predicate, failure, timeout) {
+  const deadline = Date.now() + timeout;
+  let shown;
+  while (Date.now() < deadline) {
+    shown = await read().catch(() => null);
+    if (shown && predicate(shown)) return shown;
+    await delay(100);
+  }
+  throw new Error(`${failure}; last shown: ${JSON.stringify(shown)}`);
 }
 
 // Whether the progress fragment comes from a poll. The modal's first paint is rendered by
@@ -348,6 +355,7 @@ module.exports = {
   logIn,
   clickAdminBarItem,
   jobModal,
+  pollDisplay,
   polled,
   escapeRegExp,
   screenshot,
