@@ -23,7 +23,7 @@ const { spawnSite } = require('./helpers/site-process');
 const { waitUntil, waitForEnd } = require('./helpers/jobs');
 const {
   MODULES, ADMIN, delay, useBrowserSuite, closeAll, own, siteModules, openSite, sharedShortName,
-  insertDrafts, readJob, assertChromium, openBrowser, logIn, clickAdminBarItem, jobModal, screenshot
+  insertDrafts, readJob, assertChromium, openBrowser, logIn, clickAdminBarItem, jobModal, pollDisplay, screenshot
 } = require('./helpers/browser');
 
 const suite = useBrowserSuite();
@@ -145,16 +145,9 @@ function dashboardView(page, root) {
         };
       }));
     },
-    // Polls the rows until `predicate(rows)` holds; fails with the last rows seen.
-    async waitForRows(predicate, what, timeout = 10000) {
-      const deadline = Date.now() + timeout;
-      let rows;
-      while (Date.now() < deadline) {
-        rows = await this.readRows().catch(() => null);
-        if (rows && predicate(rows)) return rows;
-        await delay(100);
-      }
-      throw new Error(`the dashboard never listed ${what}; last listed: ${JSON.stringify(rows, null, 1)}`);
+    // Polls the rows until `predicate(rows)` holds.
+    waitForRows(predicate, what, timeout = 10000) {
+      return pollDisplay(() => this.readRows(), predicate, `the dashboard never listed ${what}`, timeout);
     },
     // Clicks a filter; resolves the rows once the list the server answered for it is shown.
     async showFilter(name, expectedIds) {
@@ -206,22 +199,34 @@ function jobView(root, id) {
 // Clicks a retry action (`retry-failed` or `resume`) of a job's page and follows what the
 // browser asks: `rerun`, then the job's own route with the ids; resolves
 // `{ rerun, request, jobId }` (the rerun answer, the route's request, the new job's id) once
-// the progress modal has opened on the new job.
+// the progress modal has opened and asked for the new job.
 async function clickRerun(page, job, action) {
   const isRoute = (r, url) => new URL(r.url()).pathname === url && r.method() === 'POST';
   const rerunAnswer = page.waitForResponse((r) => isRoute(r.request(), `${ROUTES}/rerun`));
   const routeRequest = page.waitForRequest((r) => isRoute(r, TOUCH));
   const routeAnswer = page.waitForResponse((r) => isRoute(r.request(), TOUCH));
-  await job.action(action).click();
-  const rerun = await (await rerunAnswer).json();
-  assert.equal(rerun.status, 'ok', `rerun answered ${JSON.stringify(rerun)}`);
-  const request = await routeRequest;
-  const started = await (await routeAnswer).json();
-  assert.equal(started.status, 'ok', `${TOUCH} answered ${JSON.stringify(started)}`);
-  // The unchanged progress modal polls the new job.
-  await page.waitForRequest((r) => isRoute(r, `${ROUTES}/progress`) && (r.postDataJSON() || {})._id === started.jobId);
-  await jobModal(page).modal.waitFor();
-  return { rerun, request, jobId: started.jobId };
+  // The jobs the progress modal asks for (its `modal` and `progress` routes), from the click on.
+  const asked = [];
+  const onRequest = (r) => {
+    if (isRoute(r, `${ROUTES}/modal`) || isRoute(r, `${ROUTES}/progress`)) {
+      asked.push((r.postDataJSON() || {})._id);
+    }
+  };
+  page.on('request', onRequest);
+  try {
+    await job.action(action).click();
+    const rerun = await (await rerunAnswer).json();
+    assert.equal(rerun.status, 'ok', `rerun answered ${JSON.stringify(rerun)}`);
+    const request = await routeRequest;
+    const started = await (await routeAnswer).json();
+    assert.equal(started.status, 'ok', `${TOUCH} answered ${JSON.stringify(started)}`);
+    await jobModal(page).modal.waitFor();
+    await waitUntil(() => asked.includes(started.jobId), 10000,
+      `the progress modal asked for the new job ${started.jobId} (it asked for ${JSON.stringify(asked)})`);
+    return { rerun, request, jobId: started.jobId };
+  } finally {
+    page.off('request', onRequest);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -233,7 +238,9 @@ test('an admin opens the dashboard from the admin bar: completed, stopped, faile
   const shortName = sharedShortName();
   // Opened first so it is closed last: it drops the shared database.
   const site = await openDashboardSite({ shortName, dropDatabase: true, jobs: { orphanAfter: ORPHAN_AFTER } });
-  const owner = await spawnDashboardSite(shortName, { orphanAfter: ORPHAN_AFTER });
+  // The owner writes its counts (and which items finished) every 100 ms rather than every
+  // 250 ms, so that they are on record well before the next items finish.
+  const owner = await spawnDashboardSite(shortName, { orphanAfter: ORPHAN_AFTER, watchInterval: 100 });
   const jobs = jobsModule(site);
   const ids = await insertDrafts(site, 20);
   const client = await site.login(ADMIN.username, ADMIN.password);
@@ -446,7 +453,9 @@ test('Resume after kill -9: the unfinished articles run once more, and every art
   t.after(closeAll);
   const shortName = sharedShortName();
   const site = await openDashboardSite({ shortName, dropDatabase: true, jobs: { orphanAfter: ORPHAN_AFTER } });
-  const owner = await spawnDashboardSite(shortName, { orphanAfter: ORPHAN_AFTER });
+  // The owner writes its counts (and which items finished) every 100 ms rather than every
+  // 250 ms, so that they are on record well before the next items finish.
+  const owner = await spawnDashboardSite(shortName, { orphanAfter: ORPHAN_AFTER, watchInterval: 100 });
   const jobs = jobsModule(site);
   const ids = await insertDrafts(site, 20);
   const ownerClient = await owner.login(ADMIN.username, ADMIN.password);
