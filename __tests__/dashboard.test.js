@@ -65,6 +65,30 @@ function jobsModule(site) {
   return site.apos.modules['apostrophe-jobs'];
 }
 
+// An in-process site with `n` draft articles: `{ site, jobs, ids }`.
+async function siteWithArticles(n, jobsOptions) {
+  const site = await openDashboardSite({ jobs: jobsOptions });
+  return { site, jobs: jobsModule(site), ids: await insertDrafts(site, n) };
+}
+
+// Two sites on one database, both sweeping the jobs of dead processes after ORPHAN_AFTER: one
+// in this process, and the owner, a process of its own, which creates the admin; `ownerJobs`
+// are more options of the owner's apostrophe-jobs. Resolves `{ site, jobs, ids, owner,
+// ownerClient }` with `n` draft articles, and a client logged in to the owner as the admin.
+async function sitesSharingDatabase(n, ownerJobs = {}) {
+  const shortName = sharedShortName();
+  // Opened first so it is closed last: it drops the shared database.
+  const site = await openDashboardSite({ shortName, dropDatabase: true, jobs: { orphanAfter: ORPHAN_AFTER } });
+  const owner = await spawnDashboardSite(shortName, { orphanAfter: ORPHAN_AFTER, ...ownerJobs });
+  return {
+    site,
+    jobs: jobsModule(site),
+    ids: await insertDrafts(site, n),
+    owner,
+    ownerClient: await owner.login(ADMIN.username, ADMIN.password)
+  };
+}
+
 // `dashboardAttempts` and `dashboardRuns` of each article, by id (0 when never set).
 async function traces(site, ids) {
   const docs = await site.apos.docs.db.find({ _id: { $in: ids } }).toArray();
@@ -83,6 +107,11 @@ async function touch(client, ids, body = {}) {
   assert.equal(started.body.status, 'ok', `${TOUCH} answered ${JSON.stringify(started.body)}`);
   assert.ok(started.body.jobId, 'the touch route answered with a job id');
   return started.body.jobId;
+}
+
+// The same, and resolves the job's document once it has ended.
+async function touchToEnd(jobs, client, ids, body) {
+  return waitForEnd(jobs, await touch(client, ids, body));
 }
 
 // Posts JSON from the page as the site's browser code does ($.jsonCall: session, CSRF).
@@ -235,19 +264,12 @@ async function clickRerun(page, job, action) {
 test('an admin opens the dashboard from the admin bar: completed, stopped, failed and interrupted jobs, and filters that narrow the list', async (t) => {
   assertChromium();
   t.after(closeAll);
-  const shortName = sharedShortName();
-  // Opened first so it is closed last: it drops the shared database.
-  const site = await openDashboardSite({ shortName, dropDatabase: true, jobs: { orphanAfter: ORPHAN_AFTER } });
-  // The owner writes its counts (and which items finished) every 100 ms rather than every
-  // 250 ms, so that they are on record well before the next items finish.
-  const owner = await spawnDashboardSite(shortName, { orphanAfter: ORPHAN_AFTER, watchInterval: 100 });
-  const jobs = jobsModule(site);
-  const ids = await insertDrafts(site, 20);
+  const { site, jobs, ids, owner, ownerClient } = await sitesSharingDatabase(20);
   const client = await site.login(ADMIN.username, ADMIN.password);
 
   // Completed: four articles.
-  const completedId = await touch(client, ids.slice(0, 4));
-  const completed = await waitForEnd(jobs, completedId);
+  const completed = await touchToEnd(jobs, client, ids.slice(0, 4));
+  const completedId = completed._id;
   assert.equal(completed.status, 'completed');
 
   // Stopped: a slow batch, stopped at once through the cancel route.
@@ -267,7 +289,6 @@ test('an admin opens the dashboard from the admin bar: completed, stopped, faile
   assert.equal(failed.status, 'failed');
 
   // Interrupted: the process running it is killed; this site sweeps it.
-  const ownerClient = await owner.login(ADMIN.username, ADMIN.password);
   const interruptedId = await touch(ownerClient, ids.slice(12), { stepMs: 300 });
   await waitUntil(async () => (await readJob(site, interruptedId)).processed >= 1, 10000, 'the owner process counted an item');
   await owner.kill('SIGKILL');
@@ -329,9 +350,7 @@ test('an admin opens the dashboard from the admin bar: completed, stopped, faile
 test('Retry failed items: only the failed articles run again, in the unchanged progress modal', async (t) => {
   assertChromium();
   t.after(closeAll);
-  const site = await openDashboardSite();
-  const jobs = jobsModule(site);
-  const ids = await insertDrafts(site, 10);
+  const { site, jobs, ids } = await siteWithArticles(10);
   const failing = [ ids[1], ids[4], ids[7] ];
   await setFail(site, failing, true);
   const { page, pageErrors } = await openBrowser();
@@ -402,9 +421,7 @@ test('Retry failed items: only the failed articles run again, in the unchanged p
 test('Stop in the dashboard halts a slow batch: it ends stopped and the articles after it stay untouched', async (t) => {
   assertChromium();
   t.after(closeAll);
-  const site = await openDashboardSite();
-  const jobs = jobsModule(site);
-  const ids = await insertDrafts(site, 30);
+  const { site, jobs, ids } = await siteWithArticles(30);
   const { page, dialogs, pageErrors } = await openBrowser();
   await logIn(page, site);
 
@@ -451,14 +468,9 @@ test('Stop in the dashboard halts a slow batch: it ends stopped and the articles
 test('Resume after kill -9: the unfinished articles run once more, and every article has run exactly once', async (t) => {
   assertChromium();
   t.after(closeAll);
-  const shortName = sharedShortName();
-  const site = await openDashboardSite({ shortName, dropDatabase: true, jobs: { orphanAfter: ORPHAN_AFTER } });
   // The owner writes its counts (and which items finished) every 100 ms rather than every
   // 250 ms, so that they are on record well before the next items finish.
-  const owner = await spawnDashboardSite(shortName, { orphanAfter: ORPHAN_AFTER, watchInterval: 100 });
-  const jobs = jobsModule(site);
-  const ids = await insertDrafts(site, 20);
-  const ownerClient = await owner.login(ADMIN.username, ADMIN.password);
+  const { site, jobs, ids, owner, ownerClient } = await sitesSharingDatabase(20, { watchInterval: 100 });
 
   const firstId = await touch(ownerClient, ids, { stepMs: 400, concurrency: 2 });
   // Two items every 400 ms: killed right after the fourth is counted, while the next two
@@ -520,14 +532,11 @@ test('Resume after kill -9: the unfinished articles run once more, and every art
 test('an editor who is not an admin has no Jobs button, the page answers 403 and the routes forbidden; so do they for anonymous users', async (t) => {
   assertChromium();
   t.after(closeAll);
-  const site = await openDashboardSite();
-  const jobs = jobsModule(site);
+  const { site, jobs, ids } = await siteWithArticles(2);
   const editor = { username: 'editor', password: 'editor-password' };
   await createUser(site.apos, { ...editor, permissions: EDITOR_PERMISSIONS });
-  const ids = await insertDrafts(site, 2);
   const admin = await site.login(ADMIN.username, ADMIN.password);
-  const jobId = await touch(admin, ids);
-  await waitForEnd(jobs, jobId);
+  const { _id: jobId } = await touchToEnd(jobs, admin, ids);
   // What the editor is refused, an admin gets.
   assert.equal((await admin.get(DASHBOARD_PAGE)).status, 200);
   assert.equal((await admin.post(`${ROUTES}/dashboard-list`, { filter: 'all', page: 1 })).body.status, 'ok');
@@ -564,17 +573,13 @@ test('an editor who is not an admin has no Jobs button, the page answers 403 and
 test('ownerOnly: each editor sees the Jobs button and only their own jobs; the admin sees them all', async (t) => {
   assertChromium();
   t.after(closeAll);
-  const site = await openDashboardSite({ jobs: { ownerOnly: true } });
-  const jobs = jobsModule(site);
+  const { site, jobs, ids } = await siteWithArticles(4, { ownerOnly: true });
   const editorA = { username: 'editor-a', password: 'editor-a-password' };
   const editorB = { username: 'editor-b', password: 'editor-b-password' };
   await createUser(site.apos, { ...editorA, permissions: EDITOR_PERMISSIONS });
   await createUser(site.apos, { ...editorB, permissions: EDITOR_PERMISSIONS });
-  const ids = await insertDrafts(site, 4);
-  const jobA = await touch(await site.login(editorA.username, editorA.password), ids.slice(0, 2));
-  await waitForEnd(jobs, jobA);
-  const jobB = await touch(await site.login(editorB.username, editorB.password), ids.slice(2));
-  await waitForEnd(jobs, jobB);
+  const { _id: jobA } = await touchToEnd(jobs, await site.login(editorA.username, editorA.password), ids.slice(0, 2));
+  const { _id: jobB } = await touchToEnd(jobs, await site.login(editorB.username, editorB.password), ids.slice(2));
 
   const { page, pageErrors } = await openBrowser();
   await logIn(page, site, editorA);
