@@ -64,7 +64,39 @@ export interface JobDocument {
    * or its work function never acknowledged a stop within `stopGrace`). Always `failed`.
    */
   interrupted?: boolean;
+  /** Additive: the process that ran the job. */
+  process?: { hostname: string; pid: number };
+  /**
+   * Additive, on a batch `run` started from a route: what the dashboard posts again to retry
+   * failed items or resume unfinished ones. Left out of the `progress` reply.
+   */
+  rerun?: RerunRecord;
+  /**
+   * Additive, with `rerun.ids`: bitmaps of the items that finished and that failed (bit i,
+   * `byte[i >> 3] & (1 << (i & 7))`, stands for `rerun.ids[i]`), written with the counts.
+   * Left out of the `progress` reply.
+   */
+  itemsFinished?: Uint8Array | { buffer: Uint8Array };
+  itemsFailed?: Uint8Array | { buffer: Uint8Array };
+  /** Additive, on a job started by a retry: the job it retries and which of its items. */
+  retryOf?: { jobId: string; items: 'failed' | 'unfinished' };
 }
+
+/** How `run` records a batch for a retry from the dashboard. */
+export type RerunRecord =
+  | {
+      /** The route `run` was called from (`req.originalUrl`, a POST). */
+      route: string;
+      /** JSON of the request body without `ids`, `_id` and `job` (at most 4 KB). */
+      body: string;
+      /** The batch's ids, in order (at most 1 MB of JSON). */
+      ids: string[];
+    }
+  | {
+      route: string;
+      /** Why the job cannot be retried (its body or its ids were too large to record). */
+      unavailable: string;
+    };
 
 /** The module's options (`modules: { 'apostrophe-jobs': { … } }` in app.js), all optional. */
 export interface JobsOptions {
@@ -105,6 +137,10 @@ export interface StartOptions {
   labels?: JobLabels;
   /** Recorded as the job's `userId` (for the `ownerOnly` option). */
   userId?: string;
+  /** Recorded as the job's `rerun` (`run` passes it; see the dashboard). */
+  rerun?: RerunRecord;
+  /** Recorded as the job's `retryOf`. */
+  retryOf?: { jobId: string; items: 'failed' | 'unfinished' };
   /** Makes the job cancelable: undo everything, then acknowledge. */
   cancel?: ((job: JobDocument, acknowledge: HaltAcknowledgement) => void) | null;
   /** Makes the job stoppable: stop taking new work, then acknowledge. */
@@ -183,14 +219,27 @@ export interface JobsModule {
   pushAssets(): void;
   /** `((processed / total) * 100).toFixed(2)`, as 2.x computes it. */
   percentage(processed: unknown, total: unknown): string;
-  /** Starts a new job (replying like `run`) over the failed items of job `jobId`. */
+  /**
+   * Starts a new job (replying like `run`) over the failed items of job `jobId`: all of
+   * them when the job recorded its items for the dashboard, else its `failedItems`.
+   */
   retryFailed(req: Request, jobId: string, change: ChangeFunction, options?: RunOptions): void;
   /** Takes no new job or item, lets items in flight finish, ends the rest as interrupted. */
   drain(options?: { timeout?: number }): Promise<{ interrupted: number }>;
   /** The newest jobs first; `olderThan` in ms, by `when`. */
   listJobs(options?: { ended?: boolean; olderThan?: number; limit?: number }): Promise<JobDocument[]>;
-  /** Deletes jobs that ended more than `olderThan` ms ago; resolves how many. */
-  purgeJobs(options: { olderThan: number }): Promise<number>;
+  /**
+   * Deletes jobs that ended more than `olderThan` ms ago, or the job `_id` if it has ended;
+   * resolves how many.
+   */
+  purgeJobs(options: { olderThan: number } | { _id: string }): Promise<number>;
+  /**
+   * Who may use the jobs dashboard: `null` for nobody (anonymous, or not an admin without
+   * `ownerOnly`), else whether the user sees every user's jobs.
+   */
+  dashboardAccess(req: Request): null | { everyone: boolean };
+  /** The items a retry of `job` would run (`ledger`: the job's `rerun` and bitmaps). */
+  rerunItems(job: JobDocument, ledger: Partial<JobDocument>, items: 'failed' | 'unfinished'): { ids: string[] } | { unavailable: string };
   /** Whether the user of `req` may see `job` (the `ownerOnly` option). */
   canAccessJob(req: Request, job: JobDocument): boolean;
   /** Throws, naming the option and what it accepts, when an option is out of range. */

@@ -27,9 +27,31 @@ module.exports = {
   collectionName: 'aposJobs',
 
   construct: function(self, options) {
+    addPackageFolder(self);
     require('./lib/implementation.js')(self, options);
     require('./lib/api.js')(self, options);
     require('./lib/routes.js')(self, options);
+    require('./lib/dashboard.js')(self, options);
     require('./lib/browser.js')(self, options);
   }
 };
+
+// The dashboard's templates (`views/`) and browser code (`public/`) live in this package.
+// Apostrophe finds a module's views and assets along its chain of definitions (the core
+// `apostrophe-jobs` folder, then the project's `lib/modules/apostrophe-jobs`); this puts the
+// package's folder between the two, as if it were an npm module improving the core one, so
+// a project's own files still win.
+function addPackageFolder(self) {
+  const chain = self.__meta.chain;
+  if (chain.some((meta) => meta.dirname === __dirname)) {
+    return;
+  }
+  const packageMeta = { name: 'apostrophe-jobs-native', dirname: __dirname, filename: __filename, npm: true };
+  chain.splice(chain.length - 1, 0, packageMeta);
+  const chains = self.apos.assets && self.apos.assets.chains;
+  if (chains) {
+    // Where `/modules/apostrophe-jobs-native/…` is served from, and the project's chain.
+    chains[packageMeta.name] = chain.slice(0, chain.length - 1);
+    chains[chain[chain.length - 1].name] = chain.slice();
+  }
+}

@@ -100,7 +100,14 @@ function fastPasswordHash(password) {
   });
 }
 
-module.exports = { startDemoSite, ensureDemoAdmin };
+// On the first start, gives the jobs dashboard (admin bar → Jobs) a few jobs started by the
+// admin: see `seedDemoJobs` in lib/modules/articles. Resolves once they have ended.
+async function seedDemoJobs(apos) {
+  const user = await apos.users.find(apos.tasks.getReq(), { username: ADMIN.username }).toObject();
+  return apos.modules.articles.seedDemoJobs(user);
+}
+
+module.exports = { startDemoSite, ensureDemoAdmin, seedDemoJobs };
 
 if (require.main === module) {
   const mongodbUri = process.env.APOS_MONGODB_URI;
@@ -113,6 +120,7 @@ if (require.main === module) {
   startDemoSite({ mongodbUri, port, address })
     .then(async (apos) => {
       const admin = await ensureDemoAdmin(apos);
+      await seedDemoJobs(apos);
       process.stdout.write(`Demo site: http://${address}:${port}/  (log in as ${admin.username} / ${admin.password})\n`);
     })
     .catch((err) => {

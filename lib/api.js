@@ -74,7 +74,11 @@ module.exports = function(self, options) {
     if (!body.job) {
       return runWithinRequest(req, change, ids, options);
     }
-    return runBatchJob(req, ids, change, options);
+    // What the dashboard needs to retry failed items or resume unfinished ones.
+    return runBatchJob(req, ids, change, Object.assign({}, options, {
+      rerun: self.describeRerun(req, ids),
+      retryOf: self.describeRetryOf(req)
+    }));
   };
 
   // Like `run`, starts and supervises a long-running job, but `doTheWork(req, reporting,
@@ -195,6 +199,8 @@ module.exports = function(self, options) {
   //
   // `options.userId`: the user who started the job (`run` and `runNonBatch` pass
   // `req.user._id`), stored as the additive `userId`, for the `ownerOnly` option.
+  // `options.rerun` and `options.retryOf`: stored as the additive fields of the same names,
+  // which the dashboard reads (`run` passes them; see `dashboard.js`).
   //
   // *Unlike 2.x*
   //
@@ -207,8 +213,10 @@ module.exports = function(self, options) {
   self.start = function(options, callback) {
     options = options || {};
     let labels;
+    let fields;
     try {
       labels = self.encodeDocument(options.labels || {});
+      fields = self.encodeDocument(additiveFields(options));
     } catch (error) {
       return setImmediate(() => callback(error));
     }
@@ -216,7 +224,8 @@ module.exports = function(self, options) {
       labels,
       canCancel: !!options.cancel,
       canStop: !!options.stop,
-      userId: typeof options.userId === 'string' ? options.userId : undefined
+      userId: typeof options.userId === 'string' ? options.userId : undefined,
+      fields
     }).then(function(handle) {
       const context = { _id: handle.id, options };
       // What only JavaScript can hold for the job: its handle, its hooks (through
@@ -227,6 +236,19 @@ module.exports = function(self, options) {
       return setImmediate(() => callback(error));
     });
   };
+
+  // The additive fields `start` stores after the 2.x ones: the process, and what a retry
+  // from the dashboard needs.
+  function additiveFields(options) {
+    const fields = { process: self.describeProcess() };
+    if (options.rerun) {
+      fields.rerun = options.rerun;
+    }
+    if (options.retryOf) {
+      fields.retryOf = options.retryOf;
+    }
+    return fields;
+  }
 
   // Call this to report that n items were good (successfully processed); n defaults to 1
   // when omitted. No callback: reporting is noncritical.
@@ -356,9 +378,15 @@ module.exports = function(self, options) {
   // `purgeJobs({ olderThan })`: deletes jobs that ended more than `olderThan` ms ago (by
   // `endedAt`, or by `when` for jobs the stock module ended); resolves how many. Also a
   // command line task: `node app apostrophe-jobs:purge --older-than-days=30`.
+  // `purgeJobs({ _id })`: deletes that job if it has ended; resolves 1, or 0 (a running or
+  // unknown job).
 
   self.purgeJobs = function(options) {
-    const olderThan = (options || {}).olderThan;
+    options = options || {};
+    if (options._id !== undefined) {
+      return self.engine.deleteJob(self.apos.launder.id(options._id)).then((deleted) => (deleted ? 1 : 0));
+    }
+    const olderThan = options.olderThan;
     if (typeof olderThan !== 'number' || !(olderThan >= 0)) {
       return Promise.reject(new Error(`apostrophe-jobs: purgeJobs needs olderThan as a number of milliseconds of 0 or more, not ${JSON.stringify(olderThan)}`));
     }
@@ -378,8 +406,13 @@ module.exports = function(self, options) {
       if (!job || !self.canAccessJob(req, job)) {
         return self.apiResponder(req, 'notfound');
       }
-      const ids = (job.failedItems || []).map((item) => item.id);
-      return runBatchJob(req, ids, change, Object.assign({ labels: job.labels }, options));
+      // Every failed item when the job recorded them all (see `dashboard.js`), else the
+      // first `keepFailedItems` of them.
+      const recorded = self.rerunItems(Object.assign({}, job, { ended: true }), job, 'failed');
+      const ids = recorded.ids || (job.failedItems || []).map((item) => item.id);
+      return runBatchJob(req, ids, change, Object.assign({ labels: job.labels }, options, {
+        retryOf: { jobId: job._id, items: 'failed' }
+      }));
     });
   };
 
@@ -481,7 +514,12 @@ module.exports = function(self, options) {
         }
       };
       // `maxRange` (undocumented): the largest range per hop, for the benchmarks.
-      const batchOptions = { concurrency, maxRange: positiveInteger(options.maxRange, 'maxRange') };
+      // With the ids recorded for a retry, Rust records which items finished and which failed.
+      const batchOptions = {
+        concurrency,
+        maxRange: positiveInteger(options.maxRange, 'maxRange'),
+        trackItems: !!(options.rerun && options.rerun.ids)
+      };
       return live.handle.runBatch(ids.length, runRangeForRust, batchOptions).then(function(outcome) {
         switch (outcome) {
           case 'completed':

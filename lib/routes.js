@@ -69,6 +69,9 @@ module.exports = function(self, options) {
         return next(null, { job: job, html: html });
       }
     });
+
+    // The dashboard's routes (`dashboard.js`).
+    self.addDashboardRoutes();
   };
 
   // Whether this request may use the job routes at all.
@@ -97,15 +100,14 @@ module.exports = function(self, options) {
     if (!self.mayUseRoutes(req)) {
       return next('forbidden');
     }
-    return self.db.findOne({ _id: _id }, function(err, job) {
-      if (err) {
-        return next(err);
-      }
+    // Without the dashboard's bulky fields (the ids of a batch, its bitmaps): the 2.x
+    // replies stay as small as 2.x's.
+    return self.db.find({ _id: _id }).project(self.bulkyJobFields).limit(1).toArray().then(function([ job ]) {
       if (job && !self.canAccessJob(req, job)) {
         return handle(null, _id, true);
       }
       return handle(job && self.withLiveCounts(job), _id, false);
-    });
+    }, next);
   }
 
   // Counts are written at most every 100 ms (every 250 ms for slow items), but the process

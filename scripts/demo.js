@@ -19,7 +19,7 @@
 const os = require('os');
 const path = require('path');
 const { startServer } = require('./mongo-server');
-const { startDemoSite, ensureDemoAdmin } = require('../demo/app');
+const { startDemoSite, ensureDemoAdmin, seedDemoJobs } = require('../demo/app');
 
 const DB_NAME = 'apostrophe-jobs-demo';
 const STOP_DEADLINE_MS = 15000;
@@ -147,6 +147,8 @@ async function main() {
   if (stopping) return;
   const admin = await ensureDemoAdmin(apos);
   if (stopping) return;
+  await seedDemoJobs(apos);
+  if (stopping) return;
 
   const url = `http://${address}:${port}/`;
   say([
@@ -156,6 +158,7 @@ async function main() {
     `  Log in at ${url}login as ${admin.username} / ${admin.password}.`,
     '  The home page then starts jobs and opens the Articles manager, whose batch',
     '  operations ("Publish Selected"...) run as jobs too, in the progress modal.',
+    '  Admin bar → Jobs opens the jobs dashboard: retry failed items, resume a stopped job.',
     '',
     'Press Ctrl-C to stop the demo.',
     ''

@@ -8,6 +8,12 @@
 // one-shot job with `runNonBatch`: it publishes (or unpublishes) every article one by one,
 // reporting progress as it goes, and can be canceled: it then puts back every article it
 // had changed.
+//
+// The `check-links` route is a batch through `run`, as a site's own batch operations are.
+// On the first start the demo runs it twice (`seedDemoJobs`), so the jobs dashboard (admin
+// bar → Jobs) has something to show: a check where some articles failed (Retry failed
+// items runs them again, and they pass), a check stopped halfway (Resume unfinished items
+// runs the rest), and a failed import.
 
 const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -62,6 +68,74 @@ module.exports = {
         canCancel: true
       });
     });
+
+    // POST /modules/articles/check-links { ids, job: true } -> { status: 'ok', jobId }
+    // Checks the links of each article (the demo pretends: it waits a moment). The first
+    // check of an article whose number ends in 0 or 5 times out; a second check passes.
+
+    self.route('post', 'check-links', self.requireEditor, function(req, res) {
+      return self.apos.modules['apostrophe-jobs'].run(req, self.checkLinks, {
+        labels: { title: 'Check links', good: 'Checked', bad: 'Failed' }
+      });
+    });
+
+    self.checkLinks = async function(req, id) {
+      const article = await self.apos.docs.db.findOne({ _id: id, type: self.name });
+      if (!article) {
+        throw new Error(`There is no article ${id}.`);
+      }
+      await delay(options.checkLinksMs || 60);
+      const timesOut = !article.linksCheckedAt && !article.linkCheckTimedOut && /[05]$/.test(article.title);
+      if (timesOut) {
+        await self.apos.docs.db.updateOne({ _id: id }, { $set: { linkCheckTimedOut: true } });
+        throw new Error(`${article.title}: the link checker timed out. Retry it.`);
+      }
+      await self.apos.docs.db.updateOne({ _id: id }, { $set: { linksCheckedAt: new Date() } });
+    };
+
+    // Demo only: gives the jobs dashboard a few jobs on the first start, run as `user` through
+    // the real route's code: a link check of 40 articles where 8 time out, one of 60 articles
+    // stopped after about 15, and an import that failed (made with start/end: the demo has
+    // no old site to import from). Resolves once they have ended.
+
+    self.seedDemoJobs = async function(user) {
+      const jobs = self.apos.modules['apostrophe-jobs'];
+      if (await jobs.db.countDocuments({})) {
+        return;
+      }
+      const ids = (await self.apos.docs.db.find({ type: self.name, trash: { $ne: true } })
+        .sort({ titleSortified: 1 }).limit(100).toArray()).map((doc) => doc._id);
+      const route = (body) => self.demoRequest(user, `/modules/${self.__meta.name}/check-links`, body);
+      const imported = await require('util').promisify(jobs.start)({ labels: { title: 'Import articles from the old site' }, userId: user._id });
+      jobs.setTotal(imported, 250);
+      jobs.good(imported, 117);
+      jobs.bad(imported, 3);
+      await jobs.end(imported, false);
+      const withErrors = route({ ids: ids.slice(0, 40), job: true });
+      jobs.run(withErrors.req, self.checkLinks, { labels: { title: 'Check links', good: 'Checked', bad: 'Failed' } });
+      const stopped = route({ ids: ids.slice(40, 100), job: true });
+      jobs.run(stopped.req, self.checkLinks, { labels: { title: 'Check links', good: 'Checked', bad: 'Failed' } });
+      const stoppedId = await stopped.jobId;
+      await delay(1000);
+      await jobs.engine.requestCancel(stoppedId);
+      const seeded = await Promise.all([ withErrors.jobId, stoppedId ]);
+      while (await jobs.db.countDocuments({ _id: { $in: seeded }, ended: false })) {
+        await delay(100);
+      }
+    };
+
+    // A request as the route would receive it from `user`'s browser; `jobId` resolves with
+    // the id of the job it starts.
+    self.demoRequest = function(user, url, body) {
+      const req = self.apos.tasks.getReq({ user, method: 'POST', originalUrl: url, url, body });
+      req.get = () => undefined;
+      let answered;
+      const jobId = new Promise((resolve, reject) => {
+        answered = (reply) => (reply.jobId ? resolve(reply.jobId) : reject(new Error(JSON.stringify(reply))));
+      });
+      req.res = { send: answered };
+      return { req, jobId };
+    };
 
     // The job's work. `reporting` comes from apostrophe-jobs: `setTotal` enables the progress
     // bar, `good`/`bad` count articles, `setResults` is what the browser's `success`
