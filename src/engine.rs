@@ -98,6 +98,7 @@ impl Engine {
         if self.shutdown.is_cancelled() || self.ctx.jobs.is_draining() {
             return Err(ErrorKind::ShuttingDown.into());
         }
+        new_job.check_fields()?;
         let id = job::new_job_id();
         let kind = HaltKind::for_job(new_job.can_cancel, new_job.can_stop);
         let heartbeats = self.ctx.jobs.timings().orphan_after.is_some();
@@ -561,5 +562,36 @@ mod tests {
             calls
         );
         let _ = doc! {};
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extra_fields_go_last_and_a_field_of_the_core_is_refused_before_any_insert() {
+        let store = MemoryStore::default();
+        let (engine, _) = engine(&store, EngineOptions::default());
+        let job = engine
+            .start_job(NewJob {
+                fields: doc! { "rerun": { "ids": ["a"] }, "retryOf": "j0" },
+                ..stoppable()
+            })
+            .await
+            .unwrap();
+        let stored = store.job(job.id()).unwrap();
+        let keys: Vec<&str> = stored.keys().map(String::as_str).collect();
+        assert_eq!(keys[keys.len() - 3..], ["heartbeatAt", "rerun", "retryOf"]);
+        let inserts = store.calls("insert");
+        for clash in ["good", "status", "_id", "endedAt"] {
+            let mut fields = doc! { "rerun": 1 };
+            fields.insert(clash, "mine");
+            let error = engine
+                .start_job(NewJob {
+                    fields,
+                    ..stoppable()
+                })
+                .await
+                .unwrap_err();
+            assert!(matches!(error.kind(), ErrorKind::InvalidArgument { .. }));
+            assert!(error.to_string().contains(&format!("`{clash}`")), "{error}");
+        }
+        assert_eq!(store.calls("insert"), inserts, "nothing inserted");
     }
 }

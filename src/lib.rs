@@ -130,6 +130,11 @@ pub struct StartJobOptions {
     pub can_stop: bool,
     /// The id of the user who started the job (additive field `userId`).
     pub user_id: Option<String>,
+    /// Additive fields, as a BSON document, inserted in order after every other field of the
+    /// job (`rerun`, `retryOf`, …). A field the engine writes itself (`_id`, `good`,
+    /// `status`, …) is refused, as are names that are empty or have a
+    /// leading `$` or a `.`.
+    pub fields: Option<Buffer>,
 }
 
 /// How a batch runs.
@@ -354,6 +359,10 @@ impl JobEngine {
     #[napi]
     pub async fn start_job(&self, options: StartJobOptions) -> napi::Result<JobHandle> {
         let labels = read_document(&options.labels, "labels")?;
+        let fields = match &options.fields {
+            Some(bytes) => read_document(bytes, "the extra fields")?,
+            None => Document::new(),
+        };
         let job = self
             .engine
             .start_job(NewJob {
@@ -361,6 +370,7 @@ impl JobEngine {
                 can_cancel: options.can_cancel,
                 can_stop: options.can_stop,
                 user_id: options.user_id,
+                fields,
             })
             .await?;
         Ok(JobHandle {

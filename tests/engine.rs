@@ -98,6 +98,7 @@ fn stoppable() -> NewJob {
         can_cancel: false,
         can_stop: true,
         user_id: None,
+        fields: Document::new(),
     }
 }
 
@@ -370,6 +371,7 @@ async fn cancel_wins_and_a_failed_acknowledgement_writes_failed() {
             can_cancel: true,
             can_stop: true,
             user_id: None,
+            fields: Document::new(),
         })
         .await
         .unwrap();
@@ -499,7 +501,7 @@ impl FailingStore {
 }
 
 impl Store for FailingStore {
-    fn insert(&self, fields: Vec<(&'static str, Initial)>) -> StoreFuture<'_, ()> {
+    fn insert(&self, fields: Vec<(String, Initial)>) -> StoreFuture<'_, ()> {
         self.inner.insert(fields)
     }
     fn write_counts<'a>(
@@ -624,5 +626,77 @@ async fn one_jobs_end_retried_through_a_20_s_outage_of_its_writes_holds_up_no_ot
     println!(
         "20 s outage of one job's writes: the other job's counts landed within {worst:?} at worst ({} samples)",
         lags.len()
+    );
+}
+
+/// The jobs collection of a test's database, read directly: the store's own reads leave the
+/// large fields out.
+async fn raw_jobs(name: &str) -> mongodb::Collection<Document> {
+    let options = store_options(name);
+    mongodb::Client::with_uri_str(&options.uri)
+        .await
+        .unwrap()
+        .database(&options.database)
+        .collection("aposJobs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extra_fields_are_inserted_last_and_a_field_of_the_core_is_refused() {
+    let (engine, _, _) = engine("fields").await;
+    let jobs = raw_jobs("fields").await;
+    let ids: Vec<String> = (0..20_000).map(|n| format!("id{n:08}")).collect();
+    let fields = doc! {
+        "rerun": { "route": "/modules/apostrophe-pages/publish", "body": { "x": 1 }, "ids": ids.clone() },
+        "retryOf": { "jobId": "j0", "failed": 3 },
+    };
+    let job = engine
+        .start_job(NewJob {
+            fields: fields.clone(),
+            ..stoppable()
+        })
+        .await
+        .unwrap();
+    let stored = jobs
+        .find_one(doc! { "_id": job.id() })
+        .await
+        .unwrap()
+        .unwrap();
+    let keys: Vec<&str> = stored.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys[11..],
+        ["workerId", "heartbeatAt", "rerun", "retryOf"],
+        "after every field of the core"
+    );
+    assert_eq!(
+        stored.get_document("rerun").unwrap(),
+        fields.get_document("rerun").unwrap()
+    );
+    assert_eq!(
+        stored.get_document("retryOf").unwrap(),
+        &doc! { "jobId": "j0", "failed": 3 }
+    );
+    engine.end_job(&job, true, EndResults::Null).await.unwrap();
+
+    let before = jobs.count_documents(doc! {}).await.unwrap();
+    for clash in ["_id", "good", "status", "labels", "workerId"] {
+        let mut fields = doc! { "rerun": { "ids": ["a"] } };
+        fields.insert(clash, "clobbered");
+        let message = engine
+            .start_job(NewJob {
+                fields,
+                ..stoppable()
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(&format!("the extra field `{clash}`")),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        jobs.count_documents(doc! {}).await.unwrap(),
+        before,
+        "nothing inserted"
     );
 }

@@ -158,7 +158,7 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn insert(&self, fields: Vec<(&'static str, Initial)>) -> StoreFuture<'_, ()> {
+    fn insert(&self, fields: Vec<(String, Initial)>) -> StoreFuture<'_, ()> {
         async move {
             let mut inner = self.call("insert", None)?;
             let mut document = Document::new();

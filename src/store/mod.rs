@@ -46,7 +46,7 @@ pub struct Orphan {
 pub trait Store: Send + Sync + 'static {
     /// Inserts a new job with these fields, in this order, stamping [`Initial::ServerTime`]
     /// fields with the server's clock.
-    fn insert(&self, fields: Vec<(&'static str, Initial)>) -> StoreFuture<'_, ()>;
+    fn insert(&self, fields: Vec<(String, Initial)>) -> StoreFuture<'_, ()>;
 
     /// The owner's write of a job's counts (`set`), with a fresh heartbeat when `heartbeat`.
     /// With `read_canceling`, the same command reads `canceling` back, so the write is also a

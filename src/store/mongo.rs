@@ -205,7 +205,7 @@ fn owned(id: &str, owner: &str) -> Document {
 }
 
 impl Store for MongoStore {
-    fn insert(&self, fields: Vec<(&'static str, Initial)>) -> StoreFuture<'_, ()> {
+    fn insert(&self, fields: Vec<(String, Initial)>) -> StoreFuture<'_, ()> {
         async move {
             let mut id = Bson::Null;
             if self.clock.legacy_insert {
