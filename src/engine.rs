@@ -297,6 +297,12 @@ impl Engine {
         self.ctx.store.purge(cutoff).await
     }
 
+    /// Deletes one job if it has ended; a running job is never deleted. Returns whether it
+    /// deleted one.
+    pub async fn delete_job(&self, id: &str) -> Result<bool> {
+        self.ctx.store.delete_ended(id).await
+    }
+
     /// A graceful drain: refuses new jobs, makes every batch take no new item, waits up to
     /// `deadline` for running jobs to end (their in-flight items finish), then ends the rest
     /// as interrupted, writing their last counts. Returns how many were interrupted.
@@ -593,5 +599,38 @@ mod tests {
             assert!(error.to_string().contains(&format!("`{clash}`")), "{error}");
         }
         assert_eq!(store.calls("insert"), inserts, "nothing inserted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stop_hook_gets_the_document_without_its_large_fields() {
+        let store = MemoryStore::default();
+        let (engine, events) = engine(&store, EngineOptions::default());
+        let job = engine
+            .start_job(NewJob {
+                fields: doc! { "rerun": { "ids": ["a"] }, "retryOf": "j0" },
+                ..stoppable()
+            })
+            .await
+            .unwrap();
+        assert!(engine.request_cancel(job.id()).await.unwrap());
+        let halts = events.halts.lock().unwrap();
+        let document = &halts[0].2;
+        assert_eq!(document.get_str("retryOf"), Ok("j0"));
+        for large in crate::job::LARGE_FIELDS {
+            assert!(!document.contains_key(large), "{large}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_ended_job_is_deleted() {
+        let store = MemoryStore::default();
+        let (engine, _) = engine(&store, EngineOptions::default());
+        let job = engine.start_job(stoppable()).await.unwrap();
+        assert!(!engine.delete_job(job.id()).await.unwrap(), "running");
+        assert!(store.job(job.id()).is_some());
+        engine.end_job(&job, true, EndResults::Null).await.unwrap();
+        assert!(engine.delete_job(job.id()).await.unwrap());
+        assert!(store.job(job.id()).is_none());
+        assert!(!engine.delete_job(job.id()).await.unwrap(), "gone already");
     }
 }

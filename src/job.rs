@@ -29,6 +29,10 @@ pub const CORE_FIELDS: &[&str] = &[
     "endedAt",
 ];
 
+/// Fields of a job document that can be large and that the core's reads leave out (the
+/// documents handed to the stop/cancel hooks, say): the `rerun` extra field.
+pub const LARGE_FIELDS: &[&str] = &["rerun"];
+
 /// A new job id: a v4 UUID in its simple (32 lowercase hex digits) form, which passes
 /// Apostrophe's `launder.id` (`/^[A-Za-z0-9_]+$/`); the hyphenated form would not.
 pub fn new_job_id() -> String {

@@ -324,7 +324,8 @@ pub struct JobEngine {
 #[napi(object, object_to_js = false)]
 pub struct EngineCallbacks {
     /// A stop was picked up for a job of this process: call its `hookName` hook
-    /// (`stop`/`cancel`) with the job document (BSON).
+    /// (`stop`/`cancel`) with the job document (BSON), which leaves out the large fields
+    /// `rerun`, `itemsFinished` and `itemsFailed`.
     #[napi(ts_type = "(jobId: string, hookName: string, jobBson: Buffer) => void")]
     pub on_halt: HaltHookFn,
     /// A job of this process ended without its work finishing (another process ended it, or
@@ -436,6 +437,13 @@ impl JobEngine {
             .purge(Duration::from_millis(older_than_ms as u64))
             .await?;
         Ok(deleted as f64)
+    }
+
+    /// Deletes the job if it has ended (`ended: true`); a running job is never deleted.
+    /// Resolves whether it deleted one.
+    #[napi]
+    pub async fn delete_job(&self, id: String) -> napi::Result<bool> {
+        Ok(self.engine.delete_job(&id).await?)
     }
 
     /// The `cancel` route's write; resolves whether a running job matched.

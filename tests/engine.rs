@@ -564,6 +564,9 @@ impl Store for FailingStore {
     fn purge(&self, cutoff: DateTime) -> StoreFuture<'_, u64> {
         self.inner.purge(cutoff)
     }
+    fn delete_ended<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.delete_ended(id)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -642,7 +645,7 @@ async fn raw_jobs(name: &str) -> mongodb::Collection<Document> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn extra_fields_are_inserted_last_and_a_field_of_the_core_is_refused() {
-    let (engine, _, _) = engine("fields").await;
+    let (engine, store, events) = engine("fields").await;
     let jobs = raw_jobs("fields").await;
     let ids: Vec<String> = (0..20_000).map(|n| format!("id{n:08}")).collect();
     let fields = doc! {
@@ -675,7 +678,16 @@ async fn extra_fields_are_inserted_last_and_a_field_of_the_core_is_refused() {
         stored.get_document("retryOf").unwrap(),
         &doc! { "jobId": "j0", "failed": 3 }
     );
-    engine.end_job(&job, true, EndResults::Null).await.unwrap();
+    let read = store.find(job.id()).await.unwrap().unwrap();
+    assert!(!read.contains_key("rerun"), "the core's reads leave it out");
+    assert!(read.contains_key("retryOf"));
+    assert!(engine.request_cancel(job.id()).await.unwrap());
+    {
+        let halts = events.halts.lock().unwrap();
+        assert!(!halts[0].2.contains_key("rerun"));
+        assert!(halts[0].2.contains_key("retryOf"));
+    }
+    engine.acknowledge_halt(&job, false).await.unwrap();
 
     let before = jobs.count_documents(doc! {}).await.unwrap();
     for clash in ["_id", "good", "status", "labels", "workerId"] {
@@ -699,4 +711,18 @@ async fn extra_fields_are_inserted_last_and_a_field_of_the_core_is_refused() {
         before,
         "nothing inserted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_job_refuses_a_running_job_and_deletes_an_ended_one() {
+    let (engine, store, _) = engine("delete").await;
+    let job = engine.start_job(stoppable()).await.unwrap();
+    let id = job.id().to_owned();
+    assert!(!engine.delete_job(&id).await.unwrap(), "running");
+    assert!(store.find(&id).await.unwrap().is_some());
+    engine.end_job(&job, true, EndResults::Null).await.unwrap();
+    assert!(engine.delete_job(&id).await.unwrap());
+    assert!(store.find(&id).await.unwrap().is_none());
+    assert!(!engine.delete_job(&id).await.unwrap(), "deleted already");
+    assert!(!engine.delete_job("nosuchjob").await.unwrap());
 }

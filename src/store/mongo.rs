@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::{Fenced, Orphan, Store, StoreFuture};
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::Initial;
+use crate::job::{Initial, LARGE_FIELDS};
 
 /// Where the jobs live.
 #[derive(Debug, Clone, Default)]
@@ -197,6 +197,14 @@ async fn hello(database: &Database) -> mongodb::error::Result<Document> {
         Ok(reply) => Ok(reply),
         Err(_) => database.run_command(doc! { "isMaster": 1 }).await,
     }
+}
+
+/// The projection of the reads that hand a job document on: everything but the large fields.
+fn without_large_fields() -> Document {
+    LARGE_FIELDS
+        .iter()
+        .map(|field| (field.to_string(), Bson::Int32(0)))
+        .collect()
 }
 
 /// The filter of every write of a job's owner: still its own, still running.
@@ -388,6 +396,7 @@ impl Store for MongoStore {
             let operation = "stop/cancel check";
             self.collection
                 .find(doc! { "_id": { "$in": ids }, "canceling": true })
+                .projection(without_large_fields())
                 .await
                 .map_err(|e| Error::database(operation, e))?
                 .try_collect()
@@ -482,8 +491,21 @@ impl Store for MongoStore {
         async move {
             self.collection
                 .find_one(doc! { "_id": id })
+                .projection(without_large_fields())
                 .await
                 .map_err(|e| Error::database("read of the job document", e))
+        }
+        .boxed()
+    }
+
+    fn delete_ended<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        async move {
+            let result = self
+                .collection
+                .delete_one(doc! { "_id": id, "ended": true })
+                .await
+                .map_err(|e| Error::database("deletion of the job", e))?;
+            Ok(result.deleted_count > 0)
         }
         .boxed()
     }
