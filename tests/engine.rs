@@ -335,10 +335,10 @@ async fn a_count_write_is_also_a_stop_check() {
     // As the cancel route of another process writes it (this engine's own route would check
     // the job at once).
     assert!(store.request_cancel(&id).await.unwrap());
-    // Enough items for a write before the tick.
-    for _ in 0..40 {
-        engine.item_finished(&job, true);
-    }
+    // Enough items for a write before the tick, in one report: the writer wakes at the first
+    // change after a write and writes early only if 32 items wait by then, so items reported
+    // one by one could be seen one at a time and wait for the tick (a minute here).
+    engine.add_counts(&id, 40.0, 0.0);
     wait_for(|| !events.halts.lock().unwrap().is_empty()).await;
     {
         let halts = events.halts.lock().unwrap();
