@@ -24,14 +24,17 @@ pub const CORE_FIELDS: &[&str] = &[
     "heartbeatAt",
     "total",
     "failedItems",
+    "itemsFinished",
+    "itemsFailed",
     "results",
     "interrupted",
     "endedAt",
 ];
 
 /// Fields of a job document that can be large and that the core's reads leave out (the
-/// documents handed to the stop/cancel hooks, say): the `rerun` extra field.
-pub const LARGE_FIELDS: &[&str] = &["rerun"];
+/// documents handed to the stop/cancel hooks, say): the `rerun` extra field and the item
+/// bitmaps.
+pub const LARGE_FIELDS: &[&str] = &["rerun", "itemsFinished", "itemsFailed"];
 
 /// A new job id: a v4 UUID in its simple (32 lowercase hex digits) form, which passes
 /// Apostrophe's `launder.id` (`/^[A-Za-z0-9_]+$/`); the hyphenated form would not.

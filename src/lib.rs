@@ -5,10 +5,10 @@
 //!
 //! The core knows nothing of Node.js. Its layers depend one way:
 //! [`engine`] (the front door) → [`batch`] and [`tasks`] (writer, watcher, heartbeat, sweeper,
-//! final write) → [`state`] (the live jobs and their rules) → [`store`], [`counters`],
-//! [`results`], [`job`], [`options`], [`events`], [`error`]. This file only converts
-//! JavaScript values to core types and back; the JavaScript module (`index.js`, `lib/`) is the
-//! only caller of these bindings, whose typings are in `binding.d.ts`.
+//! final write) → [`state`] (the live jobs and their rules) → [`store`], [`counters`] (with
+//! the item [`ledger`]), [`results`], [`job`], [`options`], [`events`], [`error`]. This file
+//! only converts JavaScript values to core types and back; the JavaScript module (`index.js`,
+//! `lib/`) is the only caller of these bindings, whose typings are in `binding.d.ts`.
 
 pub mod batch;
 pub mod counters;
@@ -16,6 +16,7 @@ pub mod engine;
 mod error;
 pub mod events;
 pub mod job;
+pub mod ledger;
 pub mod options;
 pub mod results;
 pub mod state;
@@ -132,7 +133,7 @@ pub struct StartJobOptions {
     pub user_id: Option<String>,
     /// Additive fields, as a BSON document, inserted in order after every other field of the
     /// job (`rerun`, `retryOf`, …). A field the engine writes itself (`_id`, `good`,
-    /// `status`, …) is refused, as are names that are empty or have a
+    /// `status`, `itemsFinished`, …) is refused, as are names that are empty or have a
     /// leading `$` or a `.`.
     pub fields: Option<Buffer>,
 }
@@ -145,6 +146,12 @@ pub struct RunBatchOptions {
     pub concurrency: Option<u32>,
     /// The largest range of items per call of the range runner. Defaults to 4,096.
     pub max_range: Option<u32>,
+    /// Keep which items finished and which failed, as the bitmaps `itemsFinished` and
+    /// `itemsFailed` of the job document (BSON Binary, one bit per item, bit `i` is
+    /// `byte[i >> 3] & (1 << (i & 7))`), written with the counts and always in the job's
+    /// final write. Report items with `itemFinished(index, good)` or `markItem`. Not kept
+    /// (with a warning) past 33,554,432 items. Defaults to false.
+    pub track_items: Option<bool>,
 }
 
 /// How a job's end is written.
@@ -488,10 +495,21 @@ impl JobHandle {
         self.engine.add_counts(self.job.id(), good, bad);
     }
 
-    /// Counts one finished item of a batch; returns whether another item may start.
+    /// Counts one finished item of a batch, `index` its index in the batch (as the range
+    /// runner got it); when the batch tracks its items, also marks it finished (and failed
+    /// unless `good`). An index out of the batch is counted, not marked, and warned about
+    /// once. Returns whether another item may start.
     #[napi]
-    pub fn item_finished(&self, good: bool) -> bool {
-        self.engine.item_finished(&self.job, good)
+    pub fn item_finished(&self, index: u32, good: bool) -> bool {
+        self.engine.item_finished(&self.job, index as usize, good)
+    }
+
+    /// Marks the item at `index` of a batch that tracks its items finished (and failed unless
+    /// `good`) without counting it, for a site that counts with its own `good`/`bad`. Does
+    /// nothing when the batch does not track its items.
+    #[napi]
+    pub fn mark_item(&self, index: u32, good: bool) {
+        self.engine.mark_item(&self.job, index as usize, good);
     }
 
     /// Whether a new item may start: no stop, drain or end, and the job is surely still this
@@ -539,6 +557,7 @@ impl JobHandle {
         let options = options.map_or_else(BatchOptions::default, |o| BatchOptions {
             concurrency: o.concurrency.map(|c| c as usize),
             max_range: o.max_range.map(|c| c as usize),
+            track_items: o.track_items.unwrap_or(false),
             ..Default::default()
         });
         let runner = JsRangeRunner {

@@ -167,6 +167,25 @@ impl LiveJob {
         self.changing_counts(|counts| counts.set_total(total))
     }
 
+    /// One finished item of the job's batch, at `index`: counted when `count`, and marked in
+    /// the item ledger when the batch tracks its items. `Ok(true)` when the index is out of
+    /// the batch's range for the first time (warn once); `Err` when the job is ending or gone.
+    pub fn finish_item(&self, index: usize, good: bool, count: bool) -> Result<bool, Ignored> {
+        let mut warn_out_of_range = false;
+        self.changing_counts(|counts| {
+            let report = counts.finish_item(index, good, count);
+            warn_out_of_range = report.warn_out_of_range;
+            report.was_clean
+        })?;
+        Ok(warn_out_of_range)
+    }
+
+    /// Starts tracking which of the batch's `total` items finish and fail (a new ledger; a
+    /// second batch of the job replaces the first one's).
+    pub fn track_items(&self, total: usize) {
+        lock(&self.counts).track_items(total);
+    }
+
     /// Keeps a failed item in the job's `failedItems`, up to the configured number.
     pub fn add_failed_item(&self, item: Document) -> Result<(), Ignored> {
         self.changing_counts(|counts| counts.add_failed_item(item))
