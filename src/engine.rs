@@ -103,12 +103,13 @@ impl Engine {
         let id = job::new_job_id();
         let kind = HaltKind::for_job(new_job.can_cancel, new_job.can_stop);
         let heartbeats = self.ctx.jobs.timings().orphan_after.is_some();
+        let reserved = new_job.stored_size();
         let sent_at = Instant::now();
         self.ctx
             .store
             .insert(new_job.initial_fields(&id, self.worker_id(), heartbeats))
             .await?;
-        Ok(self.ctx.jobs.register(id, kind, sent_at))
+        Ok(self.ctx.jobs.register(id, kind, sent_at, reserved))
     }
 
     /// A job of this process, while it runs.
@@ -245,7 +246,21 @@ impl Engine {
                 }
             },
         };
-        let results = results.filter(|value| !value.is_null());
+        let mut results = results.filter(|value| !value.is_null());
+        if results
+            .as_ref()
+            .is_some_and(|value| value.size() > job.results_budget())
+        {
+            self.ctx.log(
+                LogLevel::Error,
+                format!(
+                    "apostrophe-jobs: the results of job {} are too large to store beside the job's other fields (at most {} bytes of results fit MongoDB's 16 MB document limit); the job ends without them",
+                    job.id(),
+                    job.results_budget()
+                ),
+            );
+            results = None;
+        }
         end::end_job(&self.ctx, job, Ending::end(success), results).await
     }
 
@@ -809,5 +824,29 @@ mod tests {
         assert!(engine.delete_job(job.id()).await.unwrap());
         assert!(store.job(job.id()).is_none());
         assert!(!engine.delete_job(job.id()).await.unwrap(), "gone already");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn given_results_that_do_not_fit_beside_the_extra_fields_are_left_out() {
+        let store = MemoryStore::default();
+        let (engine, events) = engine(&store, EngineOptions::default());
+        let extra = doc! { "rerun": { "ids": "i".repeat(1024 * 1024) } };
+        let job = engine
+            .start_job(NewJob {
+                fields: extra,
+                ..stoppable()
+            })
+            .await
+            .unwrap();
+        let mut bytes = Vec::new();
+        doc! { "value": { "r": "r".repeat(15 * 1024 * 1024) } }
+            .to_writer(&mut bytes)
+            .unwrap();
+        let results = EndResults::Given(RawValue::from_envelope(Box::new(bytes)).unwrap());
+        engine.end_job(&job, true, results).await.unwrap();
+        let ended = store.job(job.id()).unwrap();
+        assert_eq!(ended.get_str("status"), Ok("completed"));
+        assert_eq!(ended.get("results"), Some(&Bson::Null));
+        assert_eq!(events.logged("beside the job's other fields"), 1);
     }
 }

@@ -160,6 +160,15 @@ impl NewJob {
         Ok(())
     }
 
+    /// How many bytes the labels and extra fields take in the job document, at most.
+    pub fn stored_size(&self) -> usize {
+        let size = |document: &Document| {
+            let mut bytes = Vec::new();
+            document.to_writer(&mut bytes).map_or(0, |()| bytes.len())
+        };
+        size(&self.labels) + size(&self.fields)
+    }
+
     /// The fields `start` inserts, in order: field for field and type for type what 2.x
     /// inserts (`_id, good, bad, processed, status, ended, canceling, labels, when, canCancel,
     /// canStop`, counters as Int32 as the Node driver writes small integers, `when` a date),

@@ -134,7 +134,7 @@ pub struct StartJobOptions {
     /// Additive fields, as a BSON document, inserted in order after every other field of the
     /// job (`rerun`, `retryOf`, …). A field the engine writes itself (`_id`, `good`,
     /// `status`, `itemsFinished`, …) is refused, as are names that are empty or have a
-    /// leading `$` or a `.`.
+    /// leading `$` or a `.`. They take room from the job's `results` (16 MB in all).
     pub fields: Option<Buffer>,
 }
 
