@@ -26,6 +26,11 @@ export declare class JobEngine {
   drain(deadlineMs: number): Promise<number>
   /** Deletes jobs that ended more than `olderThanMs` ago; resolves how many. */
   purge(olderThanMs: number): Promise<number>
+  /**
+   * Deletes the job if it has ended (`ended: true`); a running job is never deleted.
+   * Resolves whether it deleted one.
+   */
+  deleteJob(id: string): Promise<boolean>
   /** The `cancel` route's write; resolves whether a running job matched. */
   requestCancel(id: string): Promise<boolean>
   /** One stop/cancel check for a job of this process now. */
@@ -40,8 +45,19 @@ export declare class JobHandle {
   get id(): string
   /** Adds to the job's counts; written within the flush interval. */
   addCounts(good: number, bad: number): void
-  /** Counts one finished item of a batch; returns whether another item may start. */
-  itemFinished(good: boolean): boolean
+  /**
+   * Counts one finished item of a batch, `index` its index in the batch (as the range
+   * runner got it); when the batch tracks its items, also marks it finished (and failed
+   * unless `good`). An index out of the batch is counted, not marked, and warned about
+   * once. Returns whether another item may start.
+   */
+  itemFinished(index: number, good: boolean): boolean
+  /**
+   * Marks the item at `index` of a batch that tracks its items finished (and failed unless
+   * `good`) without counting it, for a site that counts with its own `good`/`bad`. Does
+   * nothing when the batch does not track its items.
+   */
+  markItem(index: number, good: boolean): void
   /**
    * Whether a new item may start: no stop, drain or end, and the job is surely still this
    * process's.
@@ -161,7 +177,8 @@ export declare const enum EndResult {
 export interface EngineCallbacks {
   /**
    * A stop was picked up for a job of this process: call its `hookName` hook
-   * (`stop`/`cancel`) with the job document (BSON).
+   * (`stop`/`cancel`) with the job document (BSON), which leaves out the large fields
+   * `rerun`, `itemsFinished` and `itemsFailed`.
    */
   onHalt: (jobId: string, hookName: string, jobBson: Buffer) => void
   /**
@@ -190,6 +207,14 @@ export interface RunBatchOptions {
   concurrency?: number
   /** The largest range of items per call of the range runner. Defaults to 4,096. */
   maxRange?: number
+  /**
+   * Keep which items finished and which failed, as the bitmaps `itemsFinished` and
+   * `itemsFailed` of the job document (BSON Binary, one bit per item, bit `i` is
+   * `byte[i >> 3] & (1 << (i & 7))`), written with the counts and always in the job's
+   * final write. Report items with `itemFinished(index, good)` or `markItem`. Not kept
+   * (with a warning) past 33,554,432 items. Defaults to false.
+   */
+  trackItems?: boolean
 }
 
 /** A new job. */
@@ -202,4 +227,11 @@ export interface StartJobOptions {
   canStop: boolean
   /** The id of the user who started the job (additive field `userId`). */
   userId?: string
+  /**
+   * Additive fields, as a BSON document, inserted in order after every other field of the
+   * job (`rerun`, `retryOf`, …). A field the engine writes itself (`_id`, `good`,
+   * `status`, `itemsFinished`, …) is refused, as are names that are empty or have a
+   * leading `$` or a `.`. They take room from the job's `results` (16 MB in all).
+   */
+  fields?: Buffer
 }

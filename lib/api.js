@@ -487,9 +487,10 @@ module.exports = function(self, options) {
           }
           if (reportEachItem) {
             error ? self.bad(job) : self.good(job);
+            live.handle.markItem(index, !error);
             return live.handle.mayStartItem();
           }
-          return live.handle.itemFinished(!error);
+          return live.handle.itemFinished(index, !error);
         },
         mayStart: () => live.handle.mayStartItem(),
         late: function(index) {

@@ -188,6 +188,8 @@ module.exports = function(self, options) {
       bad: job.bad || 0,
       processed: job.processed || 0,
       total: typeof job.total === 'number' ? job.total : null,
+      // What the templates print ("—" for nothing; Nunjucks has no null test in every release).
+      totalText: typeof job.total === 'number' ? String(job.total) : '—',
       percentage: (typeof job.total === 'number' && job.total > 0) ? Math.min(100, (job.processed || 0) / job.total * 100).toFixed(2) : null,
       labels
     };
@@ -223,14 +225,15 @@ module.exports = function(self, options) {
         item.title = titles.get(item.id);
       });
     }
-    const ledger = await self.readLedger(job._id);
+    // A running job cannot be retried yet: its ids (up to 1 MB) are read once it has ended.
+    const ledger = job.ended ? await self.readLedger(job._id) : {};
     return Object.assign(described, {
       process: job.process || null,
       workerId: job.workerId || null,
       heartbeatAt: job.heartbeatAt instanceof Date ? job.heartbeatAt : null,
       failedItems,
       moreFailedItems: Math.max(0, (job.bad || 0) - failedItems.length),
-      results: (job.results && typeof job.results === 'object') ? Object.keys(job.results).length : null,
+      resultsText: (job.results && typeof job.results === 'object') ? String(Object.keys(job.results).length) : '—',
       retryOf: job.retryOf || null,
       rerun: describeRerunChoices(job, ledger)
     });

@@ -41,6 +41,9 @@ pub struct BatchOptions {
     /// How long the items in flight may take to finish once a stop was requested, before the
     /// batch gives up on them. Defaults to 10 seconds.
     pub stop_grace: Option<Duration>,
+    /// Whether the job keeps which items finished and failed (`itemsFinished`,
+    /// `itemsFailed`); the engine starts the ledger before the loop.
+    pub track_items: bool,
 }
 
 /// How long a range should take. A hop into JavaScript and back costs 150–250 µs of the

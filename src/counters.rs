@@ -5,12 +5,17 @@
 //! A job of this process keeps its absolute counts and writes them with `$set`, so a write
 //! retried after a lost reply (a database restart mid-write) can never count twice. Counts
 //! reported for a job of another process can only be `$inc`s ([`Deltas`]).
+//!
+//! A batch job that tracks its items keeps its [`ItemLedger`] here, beside the counts and
+//! under the same lock: an item is counted and marked at once, and a write takes both, so
+//! the bitmaps stored with `processed` always agree with it.
 
 use std::collections::HashMap;
 
 use mongodb::bson::{Bson, Document};
 
 use crate::job::js_number;
+use crate::ledger::{ItemBitmaps, ItemLedger, Marked};
 use crate::options::EARLY_WRITE_ITEMS;
 
 /// The counts of a job of this process.
@@ -29,6 +34,10 @@ pub struct Counts {
     dirty: bool,
     /// Items counted since the last write.
     pending_items: f64,
+    /// Which items of the batch finished and failed, when the batch tracks them.
+    ledger: Option<ItemLedger>,
+    /// The ledger changed since the last write took it.
+    ledger_changed: bool,
     /// The final write took the counts: they are final, nothing more is counted.
     closed: bool,
     /// A report after the close was warned about.
@@ -42,10 +51,26 @@ pub struct CountsWrite {
     bad: f64,
     total: Option<Bson>,
     failed_items: Option<Vec<Bson>>,
+    items: Option<ItemBitmaps>,
+}
+
+/// What became of an item's report ([`Counts::finish_item`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ItemReport {
+    /// The job had nothing to write before (the writer may need waking).
+    pub was_clean: bool,
+    /// The index is out of the batch's range, for the first time in this batch: warn.
+    pub warn_out_of_range: bool,
 }
 
 impl CountsWrite {
-    /// The `$set` fields: the whole counts, and `total` and `failedItems` when they changed.
+    /// The bitmaps this write carries, if any.
+    pub fn items(&self) -> Option<&ItemBitmaps> {
+        self.items.as_ref()
+    }
+
+    /// The `$set` fields: the whole counts, `total` and `failedItems` when they changed, and
+    /// the item bitmaps (`itemsFinished`, `itemsFailed`) when they changed.
     pub fn set_fields(&self) -> Document {
         let mut set = Document::new();
         set.insert("good", js_number(self.good));
@@ -56,6 +81,9 @@ impl CountsWrite {
         }
         if let Some(failed_items) = &self.failed_items {
             set.insert("failedItems", failed_items.clone());
+        }
+        if let Some(items) = &self.items {
+            items.insert_into(&mut set);
         }
         set
     }
@@ -77,6 +105,39 @@ impl Counts {
         self.bad += bad;
         self.pending_items += good.abs() + bad.abs();
         self.mark_dirty()
+    }
+
+    /// Starts tracking the items of a batch of `total` (a new, empty ledger). The bitmaps go
+    /// out with the next write.
+    pub fn track_items(&mut self, total: usize) {
+        self.ledger = Some(ItemLedger::new(total));
+        self.ledger_changed = true;
+    }
+
+    /// One finished item of the batch, at `index`: counted (good or bad) when `count`, and,
+    /// when the batch tracks its items, marked finished (and failed unless `good`). O(1).
+    pub fn finish_item(&mut self, index: usize, good: bool, count: bool) -> ItemReport {
+        let mut report = ItemReport::default();
+        if count {
+            let (good, bad) = if good { (1.0, 0.0) } else { (0.0, 1.0) };
+            report.was_clean = self.add(good, bad);
+        }
+        if let Some(ledger) = &mut self.ledger {
+            match ledger.mark(index, good) {
+                Marked::Changed => {
+                    self.ledger_changed = true;
+                    report.was_clean |= self.mark_dirty();
+                }
+                Marked::Unchanged => {}
+                Marked::OutOfRange { first } => report.warn_out_of_range = first,
+            }
+        }
+        report
+    }
+
+    /// The ledger of the batch, when it tracks its items.
+    pub fn ledger(&self) -> Option<&ItemLedger> {
+        self.ledger.as_ref()
     }
 
     /// Records a `setTotal`. Returns true: a total is worth a write before the tick (the
@@ -124,11 +185,17 @@ impl Counts {
         self.pending_items = 0.0;
         let failed_items = self.failed_items_changed.then(|| self.failed_items.clone());
         self.failed_items_changed = false;
+        let items = match &self.ledger {
+            Some(ledger) if self.ledger_changed => Some(ledger.bitmaps()),
+            _ => None,
+        };
+        self.ledger_changed = false;
         Some(CountsWrite {
             good: self.good,
             bad: self.bad,
             total: self.total.take(),
             failed_items,
+            items,
         })
     }
 
@@ -146,15 +213,21 @@ impl Counts {
 
     /// Takes everything the job reported, for its final write: it must not depend on the
     /// writes before it, which may still be in flight and are refused once the end lands.
-    /// The counts are final from then on.
+    /// The counts are final from then on. The item bitmaps are always in it when the batch
+    /// tracks its items.
     pub fn take_final(&mut self) -> CountsWrite {
-        self.take();
+        self.dirty = false;
+        self.pending_items = 0.0;
+        self.total = None;
+        self.failed_items_changed = false;
+        self.ledger_changed = false;
         self.closed = true;
         CountsWrite {
             good: self.good,
             bad: self.bad,
             total: self.last_total.clone(),
             failed_items: (!self.failed_items.is_empty()).then(|| self.failed_items.clone()),
+            items: self.ledger.as_ref().map(ItemLedger::bitmaps),
         }
     }
 
@@ -166,6 +239,10 @@ impl Counts {
         }
         if failed.failed_items.is_some() {
             self.failed_items_changed = true;
+        }
+        // The ledger only grows: what it holds now covers what the failed write carried.
+        if failed.items.is_some() && self.ledger.is_some() {
+            self.ledger_changed = true;
         }
         self.mark_dirty();
     }
@@ -381,6 +458,152 @@ mod tests {
             deltas.take()[0].1.update(),
             doc! { "$inc": { "good": 2, "bad": -1, "processed": 1 }, "$set": { "total": 9 } }
         );
+    }
+
+    fn binary(bytes: Vec<u8>) -> Bson {
+        Bson::Binary(mongodb::bson::Binary {
+            subtype: mongodb::bson::spec::BinarySubtype::Generic,
+            bytes,
+        })
+    }
+
+    #[test]
+    fn a_tracked_item_is_counted_and_marked_in_the_same_write() {
+        let mut counts = Counts::new(100);
+        counts.track_items(12);
+        let report = counts.finish_item(0, true, true);
+        assert!(report.was_clean && !report.warn_out_of_range);
+        counts.finish_item(9, false, true);
+        counts.finish_item(3, true, true);
+        assert_eq!(
+            counts.take().unwrap().set_fields(),
+            doc! {
+                "good": 2, "bad": 1, "processed": 3,
+                "itemsFinished": binary(vec![0b0000_1001, 0b0000_0010]),
+                "itemsFailed": binary(vec![0, 0b0000_0010]),
+            }
+        );
+        counts.add(1.0, 0.0);
+        assert_eq!(
+            counts.take().unwrap().set_fields(),
+            doc! { "good": 3, "bad": 1, "processed": 4 },
+            "unchanged bitmaps are not written again"
+        );
+        counts.finish_item(11, false, true);
+        let fields = counts.take().unwrap().set_fields();
+        assert_eq!(
+            fields.get("itemsFailed"),
+            Some(&binary(vec![0, 0b0000_1010])),
+            "each write carries the whole bitmaps"
+        );
+        assert_eq!(fields.get("processed"), Some(&Bson::Int32(5)));
+    }
+
+    #[test]
+    fn a_mark_without_counting_sets_the_bits_only() {
+        let mut counts = Counts::new(100);
+        counts.track_items(4);
+        counts.add(0.0, 1.0);
+        counts.take();
+        let report = counts.finish_item(2, false, false);
+        assert!(report.was_clean, "a changed bitmap is worth a write");
+        assert_eq!(
+            counts.take().unwrap().set_fields(),
+            doc! {
+                "good": 0, "bad": 1, "processed": 1,
+                "itemsFinished": binary(vec![0b100]),
+                "itemsFailed": binary(vec![0b100]),
+            }
+        );
+        assert!(!counts.finish_item(2, false, false).was_clean);
+        assert_eq!(counts.take(), None, "marking a marked item changes nothing");
+        let mut untracked = Counts::new(100);
+        assert!(!untracked.finish_item(2, true, false).was_clean);
+        assert!(untracked.finish_item(2, true, true).was_clean);
+        assert_eq!(
+            untracked.take().unwrap().set_fields(),
+            doc! { "good": 1, "bad": 0, "processed": 1 },
+            "without tracking the index is ignored"
+        );
+    }
+
+    #[test]
+    fn bitmaps_of_a_write_that_did_not_land_go_out_with_the_next_one() {
+        let mut counts = Counts::new(100);
+        counts.track_items(8);
+        counts.finish_item(1, true, true);
+        let failed = counts.take().unwrap();
+        assert!(failed.items().is_some());
+        counts.add(1.0, 0.0);
+        counts.restore(failed);
+        assert_eq!(
+            counts.take().unwrap().set_fields(),
+            doc! {
+                "good": 2, "bad": 0, "processed": 2,
+                "itemsFinished": binary(vec![0b10]),
+                "itemsFailed": binary(vec![0]),
+            }
+        );
+        counts.finish_item(2, false, true);
+        let failed = counts.take().unwrap();
+        counts.finish_item(3, true, true);
+        counts.restore(failed);
+        assert_eq!(
+            counts.take().unwrap().set_fields(),
+            doc! {
+                "good": 3, "bad": 1, "processed": 4,
+                "itemsFinished": binary(vec![0b1110]),
+                "itemsFailed": binary(vec![0b100]),
+            },
+            "the newest bitmaps, which cover the failed write's"
+        );
+        counts.add(1.0, 0.0);
+        let without_items = counts.take().unwrap();
+        counts.restore(without_items);
+        assert!(
+            !counts
+                .take()
+                .unwrap()
+                .set_fields()
+                .contains_key("itemsFinished"),
+            "a failed write without bitmaps does not bring them back"
+        );
+    }
+
+    #[test]
+    fn the_final_write_carries_both_bitmaps_even_when_unchanged() {
+        let mut counts = Counts::new(100);
+        counts.track_items(3);
+        counts.finish_item(0, true, true);
+        counts.finish_item(2, false, true);
+        // Taken by a write that is in flight when the job ends.
+        let _in_flight = counts.take().unwrap();
+        let fields = counts.take_final().set_fields();
+        assert_eq!(fields.get("itemsFinished"), Some(&binary(vec![0b101])));
+        assert_eq!(fields.get("itemsFailed"), Some(&binary(vec![0b100])));
+        assert_eq!(fields.get("processed"), Some(&Bson::Int32(2)));
+        assert_eq!(counts.refuse_when_final(), Some(true), "final from then on");
+        let mut untracked = Counts::new(100);
+        assert!(!untracked
+            .take_final()
+            .set_fields()
+            .contains_key("itemsFinished"));
+    }
+
+    #[test]
+    fn an_index_out_of_range_is_counted_but_not_marked_and_warned_once() {
+        let mut counts = Counts::new(100);
+        counts.track_items(2);
+        counts.finish_item(0, true, true);
+        counts.take();
+        let report = counts.finish_item(2, true, true);
+        assert!(report.was_clean, "counted as before");
+        assert!(report.warn_out_of_range);
+        assert!(!counts.finish_item(7, false, false).warn_out_of_range);
+        let fields = counts.take().unwrap().set_fields();
+        assert_eq!(fields.get("processed"), Some(&Bson::Int32(2)));
+        assert!(!fields.contains_key("itemsFinished"), "no bit changed");
+        assert_eq!(counts.ledger().unwrap().finished_count(), 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::batch::{self, BatchOptions, BatchOutcome, ItemRunner};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EngineEvents, LogLevel};
 use crate::job::{self, Ending, HaltKind, NewJob};
+use crate::ledger::MAX_TRACKED_ITEMS;
 use crate::options::{EngineOptions, Timings};
 use crate::results::{EndResults, Gathered, RawValue};
 use crate::state::{Ignored, LiveJob, LiveJobs};
@@ -98,15 +99,17 @@ impl Engine {
         if self.shutdown.is_cancelled() || self.ctx.jobs.is_draining() {
             return Err(ErrorKind::ShuttingDown.into());
         }
+        new_job.check_fields()?;
         let id = job::new_job_id();
         let kind = HaltKind::for_job(new_job.can_cancel, new_job.can_stop);
         let heartbeats = self.ctx.jobs.timings().orphan_after.is_some();
+        let reserved = new_job.stored_size();
         let sent_at = Instant::now();
         self.ctx
             .store
             .insert(new_job.initial_fields(&id, self.worker_id(), heartbeats))
             .await?;
-        Ok(self.ctx.jobs.register(id, kind, sent_at))
+        Ok(self.ctx.jobs.register(id, kind, sent_at, reserved))
     }
 
     /// A job of this process, while it runs.
@@ -137,13 +140,32 @@ impl Engine {
         }
     }
 
-    /// One finished item of `job`, counted; returns whether another item may start.
-    pub fn item_finished(&self, job: &LiveJob, good: bool) -> bool {
-        let (good, bad) = if good { (1.0, 0.0) } else { (0.0, 1.0) };
-        if let Err(ignored) = job.add_counts(good, bad) {
-            self.warn_late(job.id(), "an item's outcome", ignored);
-        }
+    /// The item at `index` of `job`'s batch finished: counted, and marked in the item ledger
+    /// when the batch tracks its items. Returns whether another item may start.
+    pub fn item_finished(&self, job: &LiveJob, index: usize, good: bool) -> bool {
+        self.finish_item(job, index, good, true);
         job.may_start_item()
+    }
+
+    /// Marks the item at `index` of `job`'s batch finished (and failed unless `good`) in the
+    /// item ledger, without counting it (the site counts it itself); nothing when the batch
+    /// does not track its items.
+    pub fn mark_item(&self, job: &LiveJob, index: usize, good: bool) {
+        self.finish_item(job, index, good, false);
+    }
+
+    fn finish_item(&self, job: &LiveJob, index: usize, good: bool, count: bool) {
+        match job.finish_item(index, good, count) {
+            Ok(false) => {}
+            Ok(true) => self.ctx.log(
+                LogLevel::Warn,
+                format!(
+                    "apostrophe-jobs: item {index} was reported for job {}, whose batch has fewer items; it is left out of itemsFinished and itemsFailed (said once per batch)",
+                    job.id()
+                ),
+            ),
+            Err(ignored) => self.warn_late(job.id(), "an item's outcome", ignored),
+        }
     }
 
     /// `setTotal` by job id: stored verbatim with the next write.
@@ -224,7 +246,21 @@ impl Engine {
                 }
             },
         };
-        let results = results.filter(|value| !value.is_null());
+        let mut results = results.filter(|value| !value.is_null());
+        if results
+            .as_ref()
+            .is_some_and(|value| value.size() > job.results_budget())
+        {
+            self.ctx.log(
+                LogLevel::Error,
+                format!(
+                    "apostrophe-jobs: the results of job {} are too large to store beside the job's other fields (at most {} bytes of results fit MongoDB's 16 MB document limit); the job ends without them",
+                    job.id(),
+                    job.results_budget()
+                ),
+            );
+            results = None;
+        }
         end::end_job(&self.ctx, job, Ending::end(success), results).await
     }
 
@@ -261,6 +297,19 @@ impl Engine {
                 .or(Some(self.ctx.jobs.timings().stop_grace)),
             ..options
         };
+        if options.track_items {
+            if count <= MAX_TRACKED_ITEMS {
+                job.track_items(count);
+            } else {
+                self.ctx.log(
+                    LogLevel::Warn,
+                    format!(
+                        "apostrophe-jobs: job {} has {count} items, more than the {MAX_TRACKED_ITEMS} whose outcome can be tracked in its document; itemsFinished and itemsFailed are not kept",
+                        job.id()
+                    ),
+                );
+            }
+        }
         let outcome = batch::run(job, count, runner, options).await?;
         if outcome == BatchOutcome::Drained {
             self.interrupt_job(job).await?;
@@ -294,6 +343,12 @@ impl Engine {
                 .saturating_sub(older_than.as_millis() as i64),
         );
         self.ctx.store.purge(cutoff).await
+    }
+
+    /// Deletes one job if it has ended; a running job is never deleted. Returns whether it
+    /// deleted one.
+    pub async fn delete_job(&self, id: &str) -> Result<bool> {
+        self.ctx.store.delete_ended(id).await
     }
 
     /// A graceful drain: refuses new jobs, makes every batch take no new item, waits up to
@@ -372,7 +427,7 @@ mod tests {
             engine.add_counts(job.id(), 1.0, 0.0);
             engine.set_total(job.id(), Bson::Int32(9));
             assert!(
-                !engine.item_finished(&job, true),
+                !engine.item_finished(&job, 0, true),
                 "no item starts after the end"
             );
         }
@@ -393,8 +448,8 @@ mod tests {
         let store = MemoryStore::default();
         let (engine, _) = engine(&store, EngineOptions::default());
         let job = engine.start_job(stoppable()).await.unwrap();
-        engine.item_finished(&job, true);
-        engine.item_finished(&job, false);
+        engine.item_finished(&job, 0, true);
+        engine.item_finished(&job, 1, false);
         assert_eq!(engine.live_counts(job.id()), Some((1.0, 1.0)));
         engine.end_job(&job, true, EndResults::Null).await.unwrap();
         assert_eq!(engine.live_counts(job.id()), Some((1.0, 1.0)));
@@ -561,5 +616,237 @@ mod tests {
             calls
         );
         let _ = doc! {};
+    }
+
+    /// Runs each item of a range at once, reporting it through the engine with its index;
+    /// the items in `failing` fail.
+    struct Marking {
+        engine: Arc<Engine>,
+        job: Arc<LiveJob>,
+        failing: Vec<usize>,
+    }
+
+    impl ItemRunner for Arc<Marking> {
+        fn run_items(
+            &self,
+            items: std::ops::Range<usize>,
+        ) -> futures::future::BoxFuture<'static, Result<usize>> {
+            let this = self.clone();
+            Box::pin(async move {
+                let mut finished = 0;
+                for index in items {
+                    if !this.job.may_start_item() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let good = !this.failing.contains(&index);
+                    this.engine.item_finished(&this.job, index, good);
+                    finished += 1;
+                }
+                Ok(finished)
+            })
+        }
+    }
+
+    fn binary(bytes: Vec<u8>) -> Bson {
+        Bson::Binary(mongodb::bson::Binary {
+            subtype: mongodb::bson::spec::BinarySubtype::Generic,
+            bytes,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_tracks_its_items_stores_them_with_the_counts_and_at_its_end() {
+        let store = MemoryStore::default();
+        let (engine, events) = engine(&store, EngineOptions::default());
+        let engine = Arc::new(engine);
+        let job = engine.start_job(stoppable()).await.unwrap();
+        let runner = Arc::new(Marking {
+            engine: engine.clone(),
+            job: job.clone(),
+            failing: vec![1, 9],
+        });
+        let options = BatchOptions {
+            track_items: true,
+            ..Default::default()
+        };
+        let outcome = engine.run_batch(&job, 10, &runner, options).await.unwrap();
+        assert_eq!(outcome, BatchOutcome::Completed);
+        run_for(Duration::from_millis(300)).await;
+        let running = store.job(job.id()).unwrap();
+        assert_eq!(running.get_i32("processed"), Ok(10));
+        assert_eq!(
+            running.get("itemsFinished"),
+            Some(&binary(vec![0xff, 0b11])),
+            "written with the counts while the job runs"
+        );
+        assert_eq!(running.get("itemsFailed"), Some(&binary(vec![0b10, 0b10])));
+        engine.mark_item(&job, 10, true);
+        engine.item_finished(&job, 11, true);
+        assert_eq!(
+            events.logged("item 10 was reported for job"),
+            1,
+            "an index out of the batch is warned about once"
+        );
+        assert_eq!(events.logged("whose batch has fewer items"), 1);
+        engine.end_job(&job, true, EndResults::Null).await.unwrap();
+        let ended = store.job(job.id()).unwrap();
+        assert_eq!(ended.get_i32("processed"), Ok(11), "counted all the same");
+        assert_eq!(ended.get("itemsFinished"), Some(&binary(vec![0xff, 0b11])));
+        assert_eq!(ended.get("itemsFailed"), Some(&binary(vec![0b10, 0b10])));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drained_batch_ends_with_the_bitmaps_of_the_items_that_finished() {
+        let store = MemoryStore::default();
+        let (engine, _) = engine(&store, EngineOptions::default());
+        let engine = Arc::new(engine);
+        let job = engine.start_job(stoppable()).await.unwrap();
+        let runner = Arc::new(Marking {
+            engine: engine.clone(),
+            job: job.clone(),
+            failing: vec![2],
+        });
+        let batch = tokio::spawn({
+            let (engine, job) = (engine.clone(), job.clone());
+            let options = BatchOptions {
+                track_items: true,
+                ..Default::default()
+            };
+            async move { engine.run_batch(&job, 100, &runner, options).await }
+        });
+        run_for(Duration::from_millis(55)).await;
+        engine.drain(Duration::from_secs(1)).await;
+        assert_eq!(batch.await.unwrap().unwrap(), BatchOutcome::Drained);
+        let ended = store.job(job.id()).unwrap();
+        assert_eq!(ended.get_bool("interrupted"), Ok(true));
+        assert_eq!(
+            ended.get_i32("processed"),
+            Ok(6),
+            "five items, and the one in flight"
+        );
+        assert_eq!(
+            ended.get("itemsFinished").unwrap(),
+            &binary({
+                let mut bits = vec![0; 13];
+                bits[0] = 0b11_1111;
+                bits
+            })
+        );
+        assert_eq!(
+            ended.get("itemsFailed").unwrap(),
+            &binary({
+                let mut bits = vec![0; 13];
+                bits[0] = 0b100;
+                bits
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_tracking_no_bitmap_is_written_and_marks_do_nothing() {
+        let store = MemoryStore::default();
+        let (engine, events) = engine(&store, EngineOptions::default());
+        let job = engine.start_job(stoppable()).await.unwrap();
+        engine.item_finished(&job, 0, true);
+        engine.mark_item(&job, 5, false);
+        engine.end_job(&job, true, EndResults::Null).await.unwrap();
+        let ended = store.job(job.id()).unwrap();
+        assert_eq!(ended.get_i32("processed"), Ok(1));
+        assert!(!ended.contains_key("itemsFinished") && !ended.contains_key("itemsFailed"));
+        assert_eq!(events.logs.lock().unwrap().len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extra_fields_go_last_and_a_field_of_the_core_is_refused_before_any_insert() {
+        let store = MemoryStore::default();
+        let (engine, _) = engine(&store, EngineOptions::default());
+        let job = engine
+            .start_job(NewJob {
+                fields: doc! { "rerun": { "ids": ["a"] }, "retryOf": "j0" },
+                ..stoppable()
+            })
+            .await
+            .unwrap();
+        let stored = store.job(job.id()).unwrap();
+        let keys: Vec<&str> = stored.keys().map(String::as_str).collect();
+        assert_eq!(keys[keys.len() - 3..], ["heartbeatAt", "rerun", "retryOf"]);
+        let inserts = store.calls("insert");
+        for clash in ["good", "status", "_id", "itemsFinished", "endedAt"] {
+            let mut fields = doc! { "rerun": 1 };
+            fields.insert(clash, "mine");
+            let error = engine
+                .start_job(NewJob {
+                    fields,
+                    ..stoppable()
+                })
+                .await
+                .unwrap_err();
+            assert!(matches!(error.kind(), ErrorKind::InvalidArgument { .. }));
+            assert!(error.to_string().contains(&format!("`{clash}`")), "{error}");
+        }
+        assert_eq!(store.calls("insert"), inserts, "nothing inserted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stop_hook_gets_the_document_without_its_large_fields() {
+        let store = MemoryStore::default();
+        let (engine, events) = engine(&store, EngineOptions::default());
+        let job = engine
+            .start_job(NewJob {
+                fields: doc! { "rerun": { "ids": ["a"] }, "retryOf": "j0" },
+                ..stoppable()
+            })
+            .await
+            .unwrap();
+        job.track_items(4);
+        engine.item_finished(&job, 2, false);
+        run_for(Duration::from_millis(300)).await;
+        assert!(store.job(job.id()).unwrap().contains_key("itemsFailed"));
+        assert!(engine.request_cancel(job.id()).await.unwrap());
+        let halts = events.halts.lock().unwrap();
+        let document = &halts[0].2;
+        assert_eq!(document.get_str("retryOf"), Ok("j0"));
+        assert_eq!(document.get_i32("bad"), Ok(1));
+        for large in crate::job::LARGE_FIELDS {
+            assert!(!document.contains_key(large), "{large}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_ended_job_is_deleted() {
+        let store = MemoryStore::default();
+        let (engine, _) = engine(&store, EngineOptions::default());
+        let job = engine.start_job(stoppable()).await.unwrap();
+        assert!(!engine.delete_job(job.id()).await.unwrap(), "running");
+        assert!(store.job(job.id()).is_some());
+        engine.end_job(&job, true, EndResults::Null).await.unwrap();
+        assert!(engine.delete_job(job.id()).await.unwrap());
+        assert!(store.job(job.id()).is_none());
+        assert!(!engine.delete_job(job.id()).await.unwrap(), "gone already");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn given_results_that_do_not_fit_beside_the_extra_fields_are_left_out() {
+        let store = MemoryStore::default();
+        let (engine, events) = engine(&store, EngineOptions::default());
+        let extra = doc! { "rerun": { "ids": "i".repeat(1024 * 1024) } };
+        let job = engine
+            .start_job(NewJob {
+                fields: extra,
+                ..stoppable()
+            })
+            .await
+            .unwrap();
+        let mut bytes = Vec::new();
+        doc! { "value": { "r": "r".repeat(15 * 1024 * 1024) } }
+            .to_writer(&mut bytes)
+            .unwrap();
+        let results = EndResults::Given(RawValue::from_envelope(Box::new(bytes)).unwrap());
+        engine.end_job(&job, true, results).await.unwrap();
+        let ended = store.job(job.id()).unwrap();
+        assert_eq!(ended.get_str("status"), Ok("completed"));
+        assert_eq!(ended.get("results"), Some(&Bson::Null));
+        assert_eq!(events.logged("beside the job's other fields"), 1);
     }
 }

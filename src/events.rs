@@ -18,7 +18,8 @@ pub enum LogLevel {
 /// tasks.
 pub trait EngineEvents: Send + Sync + 'static {
     /// A stop was requested for a job of this process: call its `kind` hook with the freshly
-    /// read job document; the hook's acknowledgement comes back through
+    /// read job document (without its large fields, [`crate::job::LARGE_FIELDS`]); the
+    /// hook's acknowledgement comes back through
     /// the engine's `acknowledge_halt`.
     fn halt_requested(&self, id: &str, kind: HaltKind, job: &Document);
     /// A job of this process ended without its work finishing: another process ended it

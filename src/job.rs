@@ -3,6 +3,39 @@
 
 use mongodb::bson::{doc, Bson, Document};
 
+use crate::error::{Error, Result};
+
+/// Every field the core writes in a job document, at its insert or later: the extra fields
+/// of [`NewJob::fields`] may not use these names.
+pub const CORE_FIELDS: &[&str] = &[
+    "_id",
+    "good",
+    "bad",
+    "processed",
+    "status",
+    "ended",
+    "canceling",
+    "labels",
+    "when",
+    "canCancel",
+    "canStop",
+    "userId",
+    "workerId",
+    "heartbeatAt",
+    "total",
+    "failedItems",
+    "itemsFinished",
+    "itemsFailed",
+    "results",
+    "interrupted",
+    "endedAt",
+];
+
+/// Fields of a job document that can be large and that the core's reads leave out (the
+/// documents handed to the stop/cancel hooks, say): the `rerun` extra field and the item
+/// bitmaps.
+pub const LARGE_FIELDS: &[&str] = &["rerun", "itemsFinished", "itemsFailed"];
+
 /// A new job id: a v4 UUID in its simple (32 lowercase hex digits) form, which passes
 /// Apostrophe's `launder.id` (`/^[A-Za-z0-9_]+$/`); the hyphenated form would not.
 pub fn new_job_id() -> String {
@@ -92,6 +125,8 @@ pub struct NewJob {
     pub can_stop: bool,
     /// The id of the user who started the job, if known (additive field `userId`).
     pub user_id: Option<String>,
+    /// Additive fields inserted after all the others, in order (see [`NewJob::check_fields`]).
+    pub fields: Document,
 }
 
 /// How the first write of a job stamps a field.
@@ -105,11 +140,41 @@ pub enum Initial {
 }
 
 impl NewJob {
+    /// Checks the extra fields: none may be a field the core writes ([`CORE_FIELDS`]), so
+    /// nothing clobbers the 2.x fields or the core's own, and each must be a plain top-level
+    /// name (not empty, no leading `$`, no `.`).
+    pub fn check_fields(&self) -> Result<()> {
+        for key in self.fields.keys() {
+            if CORE_FIELDS.contains(&key.as_str()) {
+                return Err(Error::invalid_argument(format!(
+                    "the extra field `{key}` of a new job is one the job engine writes itself; extra fields may not be any of {}",
+                    CORE_FIELDS.join(", ")
+                )));
+            }
+            if key.is_empty() || key.starts_with('$') || key.contains('.') {
+                return Err(Error::invalid_argument(format!(
+                    "the extra field {key:?} of a new job is not a plain field name (empty, or with a leading `$` or a `.`)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many bytes the labels and extra fields take in the job document, at most.
+    pub fn stored_size(&self) -> usize {
+        let size = |document: &Document| {
+            let mut bytes = Vec::new();
+            document.to_writer(&mut bytes).map_or(0, |()| bytes.len())
+        };
+        size(&self.labels) + size(&self.fields)
+    }
+
     /// The fields `start` inserts, in order: field for field and type for type what 2.x
     /// inserts (`_id, good, bad, processed, status, ended, canceling, labels, when, canCancel,
     /// canStop`, counters as Int32 as the Node driver writes small integers, `when` a date),
-    /// then the additive ones: `userId` when known, the owning process `workerId`, and
-    /// `heartbeatAt` when heartbeats are on.
+    /// then the additive ones: `userId` when known, the owning process `workerId`,
+    /// `heartbeatAt` when heartbeats are on, and last the extra [`NewJob::fields`], in order
+    /// (checked by [`NewJob::check_fields`]).
     ///
     /// Unlike 2.x, `when` comes from the database server's clock, like every other time the
     /// core writes, so a job's times agree whatever the site process's clock says.
@@ -118,9 +183,9 @@ impl NewJob {
         id: &str,
         worker_id: &str,
         heartbeats: bool,
-    ) -> Vec<(&'static str, Initial)> {
+    ) -> Vec<(String, Initial)> {
         let value = |value: Bson| Initial::Value(value);
-        let mut fields = vec![
+        let mut fields: Vec<(&'static str, Initial)> = vec![
             ("_id", value(id.into())),
             ("good", value(Bson::Int32(0))),
             ("bad", value(Bson::Int32(0))),
@@ -141,6 +206,10 @@ impl NewJob {
             fields.push(("heartbeatAt", Initial::ServerTime));
         }
         fields
+            .into_iter()
+            .map(|(key, initial)| (key.to_owned(), initial))
+            .chain(self.fields.into_iter().map(|(key, v)| (key, value(v))))
+            .collect()
     }
 }
 
@@ -247,8 +316,8 @@ mod tests {
         assert_ne!(id, new_job_id());
     }
 
-    fn keys(fields: &[(&'static str, Initial)]) -> Vec<&'static str> {
-        fields.iter().map(|(key, _)| *key).collect()
+    fn keys(fields: &[(String, Initial)]) -> Vec<&str> {
+        fields.iter().map(|(key, _)| key.as_str()).collect()
     }
 
     #[test]
@@ -258,6 +327,7 @@ mod tests {
             can_cancel: false,
             can_stop: true,
             user_id: None,
+            fields: Document::new(),
         };
         let fields = job.initial_fields("abc", "w1", false);
         assert_eq!(
@@ -293,6 +363,43 @@ mod tests {
         assert_eq!(fields[13].1, Initial::ServerTime);
         let without = job.initial_fields("abc", "w1", false);
         assert_eq!(keys(&without)[11..], ["userId", "workerId"]);
+    }
+
+    #[test]
+    fn extra_fields_come_last_in_their_order() {
+        let job = NewJob {
+            user_id: Some("u1".to_owned()),
+            fields: doc! { "rerun": { "route": "/r", "ids": ["a", "b"] }, "retryOf": { "id": "j0" } },
+            ..Default::default()
+        };
+        job.check_fields().unwrap();
+        let fields = job.initial_fields("abc", "w1", true);
+        assert_eq!(
+            keys(&fields)[11..],
+            ["userId", "workerId", "heartbeatAt", "rerun", "retryOf"]
+        );
+        assert_eq!(
+            fields[14].1,
+            Initial::Value(Bson::Document(doc! { "route": "/r", "ids": ["a", "b"] }))
+        );
+    }
+
+    #[test]
+    fn extra_fields_may_not_clobber_a_field_of_the_core() {
+        for key in CORE_FIELDS.iter().chain(&["$set", "a.b", ""]) {
+            let mut fields = doc! { "rerun": 1 };
+            fields.insert(*key, 1);
+            let job = NewJob {
+                fields,
+                ..Default::default()
+            };
+            let message = job.check_fields().unwrap_err().to_string();
+            assert!(
+                message.contains(&format!("{key:?}")) || message.contains(&format!("`{key}`")),
+                "{message}"
+            );
+        }
+        assert!(NewJob::default().check_fields().is_ok());
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //!
 //! The core knows nothing of Node.js. Its layers depend one way:
 //! [`engine`] (the front door) → [`batch`] and [`tasks`] (writer, watcher, heartbeat, sweeper,
-//! final write) → [`state`] (the live jobs and their rules) → [`store`], [`counters`],
-//! [`results`], [`job`], [`options`], [`events`], [`error`]. This file only converts
-//! JavaScript values to core types and back; the JavaScript module (`index.js`, `lib/`) is the
-//! only caller of these bindings, whose typings are in `binding.d.ts`.
+//! final write) → [`state`] (the live jobs and their rules) → [`store`], [`counters`] (with
+//! the item [`ledger`]), [`results`], [`job`], [`options`], [`events`], [`error`]. This file
+//! only converts JavaScript values to core types and back; the JavaScript module (`index.js`,
+//! `lib/`) is the only caller of these bindings, whose typings are in `binding.d.ts`.
 
 pub mod batch;
 pub mod counters;
@@ -16,6 +16,7 @@ pub mod engine;
 mod error;
 pub mod events;
 pub mod job;
+pub mod ledger;
 pub mod options;
 pub mod results;
 pub mod state;
@@ -130,6 +131,11 @@ pub struct StartJobOptions {
     pub can_stop: bool,
     /// The id of the user who started the job (additive field `userId`).
     pub user_id: Option<String>,
+    /// Additive fields, as a BSON document, inserted in order after every other field of the
+    /// job (`rerun`, `retryOf`, …). A field the engine writes itself (`_id`, `good`,
+    /// `status`, `itemsFinished`, …) is refused, as are names that are empty or have a
+    /// leading `$` or a `.`. They take room from the job's `results` (16 MB in all).
+    pub fields: Option<Buffer>,
 }
 
 /// How a batch runs.
@@ -140,6 +146,12 @@ pub struct RunBatchOptions {
     pub concurrency: Option<u32>,
     /// The largest range of items per call of the range runner. Defaults to 4,096.
     pub max_range: Option<u32>,
+    /// Keep which items finished and which failed, as the bitmaps `itemsFinished` and
+    /// `itemsFailed` of the job document (BSON Binary, one bit per item, bit `i` is
+    /// `byte[i >> 3] & (1 << (i & 7))`), written with the counts and always in the job's
+    /// final write. Report items with `itemFinished(index, good)` or `markItem`. Not kept
+    /// (with a warning) past 33,554,432 items. Defaults to false.
+    pub track_items: Option<bool>,
 }
 
 /// How a job's end is written.
@@ -319,7 +331,8 @@ pub struct JobEngine {
 #[napi(object, object_to_js = false)]
 pub struct EngineCallbacks {
     /// A stop was picked up for a job of this process: call its `hookName` hook
-    /// (`stop`/`cancel`) with the job document (BSON).
+    /// (`stop`/`cancel`) with the job document (BSON), which leaves out the large fields
+    /// `rerun`, `itemsFinished` and `itemsFailed`.
     #[napi(ts_type = "(jobId: string, hookName: string, jobBson: Buffer) => void")]
     pub on_halt: HaltHookFn,
     /// A job of this process ended without its work finishing (another process ended it, or
@@ -354,6 +367,10 @@ impl JobEngine {
     #[napi]
     pub async fn start_job(&self, options: StartJobOptions) -> napi::Result<JobHandle> {
         let labels = read_document(&options.labels, "labels")?;
+        let fields = match &options.fields {
+            Some(bytes) => read_document(bytes, "the extra fields")?,
+            None => Document::new(),
+        };
         let job = self
             .engine
             .start_job(NewJob {
@@ -361,6 +378,7 @@ impl JobEngine {
                 can_cancel: options.can_cancel,
                 can_stop: options.can_stop,
                 user_id: options.user_id,
+                fields,
             })
             .await?;
         Ok(JobHandle {
@@ -428,6 +446,13 @@ impl JobEngine {
         Ok(deleted as f64)
     }
 
+    /// Deletes the job if it has ended (`ended: true`); a running job is never deleted.
+    /// Resolves whether it deleted one.
+    #[napi]
+    pub async fn delete_job(&self, id: String) -> napi::Result<bool> {
+        Ok(self.engine.delete_job(&id).await?)
+    }
+
     /// The `cancel` route's write; resolves whether a running job matched.
     #[napi]
     pub async fn request_cancel(&self, id: String) -> napi::Result<bool> {
@@ -470,10 +495,21 @@ impl JobHandle {
         self.engine.add_counts(self.job.id(), good, bad);
     }
 
-    /// Counts one finished item of a batch; returns whether another item may start.
+    /// Counts one finished item of a batch, `index` its index in the batch (as the range
+    /// runner got it); when the batch tracks its items, also marks it finished (and failed
+    /// unless `good`). An index out of the batch is counted, not marked, and warned about
+    /// once. Returns whether another item may start.
     #[napi]
-    pub fn item_finished(&self, good: bool) -> bool {
-        self.engine.item_finished(&self.job, good)
+    pub fn item_finished(&self, index: u32, good: bool) -> bool {
+        self.engine.item_finished(&self.job, index as usize, good)
+    }
+
+    /// Marks the item at `index` of a batch that tracks its items finished (and failed unless
+    /// `good`) without counting it, for a site that counts with its own `good`/`bad`. Does
+    /// nothing when the batch does not track its items.
+    #[napi]
+    pub fn mark_item(&self, index: u32, good: bool) {
+        self.engine.mark_item(&self.job, index as usize, good);
     }
 
     /// Whether a new item may start: no stop, drain or end, and the job is surely still this
@@ -521,6 +557,7 @@ impl JobHandle {
         let options = options.map_or_else(BatchOptions::default, |o| BatchOptions {
             concurrency: o.concurrency.map(|c| c as usize),
             max_range: o.max_range.map(|c| c as usize),
+            track_items: o.track_items.unwrap_or(false),
             ..Default::default()
         });
         let runner = JsRangeRunner {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::counters::{Counts, CountsWrite, Delta, Deltas};
 use crate::job::HaltKind;
 use crate::options::Timings;
-use crate::results::{Gathered, GatheredResults};
+use crate::results::{results_budget, Gathered, GatheredResults};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -167,6 +167,42 @@ impl LiveJob {
         self.changing_counts(|counts| counts.set_total(total))
     }
 
+    /// One finished item of the job's batch, at `index`: counted when `count`, and marked in
+    /// the item ledger when the batch tracks its items. `Ok(true)` when the index is out of
+    /// the batch's range for the first time (warn once); `Err` when the job is ending or gone.
+    pub fn finish_item(&self, index: usize, good: bool, count: bool) -> Result<bool, Ignored> {
+        let mut warn_out_of_range = false;
+        self.changing_counts(|counts| {
+            let report = counts.finish_item(index, good, count);
+            warn_out_of_range = report.warn_out_of_range;
+            report.was_clean
+        })?;
+        Ok(warn_out_of_range)
+    }
+
+    /// Starts tracking which of the batch's `total` items finish and fail (a new ledger),
+    /// and lowers the results budget by the room the bitmaps take in the document.
+    pub fn track_items(&self, total: usize) {
+        let reserved = crate::ledger::stored_size(total);
+        let previous = {
+            let mut counts = lock(&self.counts);
+            let previous = counts.ledger().map(|ledger| ledger.stored_size());
+            counts.track_items(total);
+            previous
+        };
+        // A second batch of the job replaces the first one's ledger.
+        let mut results = lock(&self.results);
+        if let Some(previous) = previous {
+            results.release(previous);
+        }
+        results.reserve(reserved);
+    }
+
+    /// How many bytes the job's `results` may take in its document.
+    pub fn results_budget(&self) -> usize {
+        lock(&self.results).budget()
+    }
+
     /// Keeps a failed item in the job's `failedItems`, up to the configured number.
     pub fn add_failed_item(&self, item: Document) -> Result<(), Ignored> {
         self.changing_counts(|counts| counts.add_failed_item(item))
@@ -197,7 +233,7 @@ impl LiveJob {
 
     /// Takes the results gathered so far.
     pub fn take_results(&self) -> Gathered {
-        std::mem::take(&mut *lock(&self.results)).into_gathered()
+        lock(&self.results).take()
     }
 
     /// Whether a new item may start: no stop, drain or end, and the job is surely still this
@@ -411,15 +447,22 @@ impl LiveJobs {
         &self.timings
     }
 
-    /// Registers a job whose insert was sent at `sent_at` and applied.
-    pub fn register(&self, id: String, kind: Option<HaltKind>, sent_at: Instant) -> Arc<LiveJob> {
+    /// Registers a job whose insert was sent at `sent_at` and applied; its labels and extra
+    /// fields take `reserved` bytes of its document (less room for its results).
+    pub fn register(
+        &self,
+        id: String,
+        kind: Option<HaltKind>,
+        sent_at: Instant,
+        reserved: usize,
+    ) -> Arc<LiveJob> {
         let job = Arc::new(LiveJob {
             id: id.clone(),
             kind,
             lease: self.timings.lease(),
             epoch: self.epoch,
             counts: Mutex::new(Counts::new(self.timings.keep_failed_items)),
-            results: Mutex::new(GatheredResults::default()),
+            results: Mutex::new(GatheredResults::with_budget(results_budget(reserved))),
             life: Mutex::new(Life {
                 phase: Phase::Running,
                 checked_at: sent_at,

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use apostrophe_jobs_native::batch::{BatchOptions, BatchOutcome, ItemRunner};
 use apostrophe_jobs_native::engine::Engine;
 use apostrophe_jobs_native::events::{EngineEvents, LogLevel};
 use apostrophe_jobs_native::job::{Ending, HaltKind, Initial, NewJob};
@@ -11,8 +12,8 @@ use apostrophe_jobs_native::options::EngineOptions;
 use apostrophe_jobs_native::results::{EndResults, RawValue};
 use apostrophe_jobs_native::store::{Fenced, MongoStore, Orphan, Store, StoreFuture, StoreOptions};
 use apostrophe_jobs_native::tasks::end::EndOutcome;
-use futures::FutureExt;
-use mongodb::bson::{doc, Bson, DateTime, Document, RawBsonRef};
+use futures::{FutureExt, StreamExt};
+use mongodb::bson::{doc, spec::BinarySubtype, Bson, DateTime, Document, RawBsonRef};
 
 #[derive(Default)]
 struct RecordedEvents {
@@ -98,6 +99,7 @@ fn stoppable() -> NewJob {
         can_cancel: false,
         can_stop: true,
         user_id: None,
+        fields: Document::new(),
     }
 }
 
@@ -118,7 +120,7 @@ async fn counts_are_coalesced_and_exact_when_the_job_ends() {
     let id = job.id().to_owned();
     engine.set_total(&id, Bson::Int32(1000));
     for i in 0..1000 {
-        engine.item_finished(&job, i % 10 != 0);
+        engine.item_finished(&job, i, i % 10 != 0);
     }
     let outcome = engine
         .end_job(&job, true, results(Bson::Document(doc! { "a": 1 })))
@@ -334,10 +336,10 @@ async fn a_count_write_is_also_a_stop_check() {
     // As the cancel route of another process writes it (this engine's own route would check
     // the job at once).
     assert!(store.request_cancel(&id).await.unwrap());
-    // Enough items for a write before the tick.
-    for _ in 0..40 {
-        engine.item_finished(&job, true);
-    }
+    // Enough items for a write before the tick, in one report: the writer wakes at the first
+    // change after a write and writes early only if 32 items wait by then, so items reported
+    // one by one could be seen one at a time and wait for the tick (a minute here).
+    engine.add_counts(&id, 40.0, 0.0);
     wait_for(|| !events.halts.lock().unwrap().is_empty()).await;
     {
         let halts = events.halts.lock().unwrap();
@@ -370,6 +372,7 @@ async fn cancel_wins_and_a_failed_acknowledgement_writes_failed() {
             can_cancel: true,
             can_stop: true,
             user_id: None,
+            fields: Document::new(),
         })
         .await
         .unwrap();
@@ -499,7 +502,7 @@ impl FailingStore {
 }
 
 impl Store for FailingStore {
-    fn insert(&self, fields: Vec<(&'static str, Initial)>) -> StoreFuture<'_, ()> {
+    fn insert(&self, fields: Vec<(String, Initial)>) -> StoreFuture<'_, ()> {
         self.inner.insert(fields)
     }
     fn write_counts<'a>(
@@ -562,6 +565,9 @@ impl Store for FailingStore {
     fn purge(&self, cutoff: DateTime) -> StoreFuture<'_, u64> {
         self.inner.purge(cutoff)
     }
+    fn delete_ended<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.delete_ended(id)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -581,7 +587,7 @@ async fn one_jobs_end_retried_through_a_20_s_outage_of_its_writes_holds_up_no_ot
     );
     let ending = engine.start_job(stoppable()).await.unwrap();
     let busy = engine.start_job(stoppable()).await.unwrap();
-    engine.item_finished(&ending, true);
+    engine.item_finished(&ending, 0, true);
     store.set_failing(ending.id(), true);
     let end = tokio::spawn({
         let (engine, ending) = (engine.clone(), ending.clone());
@@ -590,8 +596,8 @@ async fn one_jobs_end_retried_through_a_20_s_outage_of_its_writes_holds_up_no_ot
     let began = std::time::Instant::now();
     let mut lags = Vec::new();
     while began.elapsed() < Duration::from_secs(20) {
-        for _ in 0..40 {
-            engine.item_finished(&busy, true);
+        for i in 0..40 {
+            engine.item_finished(&busy, i, true);
         }
         let counted = engine.live_counts(busy.id()).unwrap().0 as i32;
         let reported = std::time::Instant::now();
@@ -625,4 +631,313 @@ async fn one_jobs_end_retried_through_a_20_s_outage_of_its_writes_holds_up_no_ot
         "20 s outage of one job's writes: the other job's counts landed within {worst:?} at worst ({} samples)",
         lags.len()
     );
+}
+
+/// The jobs collection of a test's database, read directly: the store's own reads leave the
+/// large fields out.
+async fn raw_jobs(name: &str) -> mongodb::Collection<Document> {
+    let options = store_options(name);
+    mongodb::Client::with_uri_str(&options.uri)
+        .await
+        .unwrap()
+        .database(&options.database)
+        .collection("aposJobs")
+}
+
+fn bitmap(job: &Document, field: &str) -> Vec<u8> {
+    match job.get(field) {
+        Some(Bson::Binary(binary)) => {
+            assert_eq!(binary.subtype, BinarySubtype::Generic, "{field}");
+            binary.bytes.clone()
+        }
+        other => panic!("{field} is not a binary: {other:?}"),
+    }
+}
+
+fn bits(bitmap: &[u8]) -> Vec<usize> {
+    (0..bitmap.len() * 8)
+        .filter(|i| bitmap[i >> 3] & (1 << (i & 7)) != 0)
+        .collect()
+}
+
+fn number(job: &Document, field: &str) -> usize {
+    job.get(field).and_then(Bson::as_i32).unwrap() as usize
+}
+
+/// Runs a range's items `concurrency` at a time, as the JavaScript range runner does: asks
+/// before each item whether it may start, reports each with its index through the engine
+/// when it finishes (out of order), and resolves how many ran. Items take 1 to 13 ms; those
+/// whose index is a multiple of 7 fail.
+#[derive(Clone)]
+struct ConcurrentItems {
+    engine: Arc<Engine>,
+    job: Arc<apostrophe_jobs_native::state::LiveJob>,
+    concurrency: usize,
+    finished: Arc<Mutex<Vec<usize>>>,
+}
+
+fn fails(index: usize) -> bool {
+    index.is_multiple_of(7)
+}
+
+impl ItemRunner for ConcurrentItems {
+    fn run_items(
+        &self,
+        items: std::ops::Range<usize>,
+    ) -> futures::future::BoxFuture<'static, apostrophe_jobs_native::Result<usize>> {
+        let this = self.clone();
+        async move {
+            let runs = futures::stream::iter(items).map(|index| {
+                let this = this.clone();
+                async move {
+                    if !this.job.may_start_item() {
+                        return false;
+                    }
+                    let millis = 1 + (index * 5) % 13;
+                    tokio::time::sleep(Duration::from_millis(millis as u64)).await;
+                    this.engine.item_finished(&this.job, index, !fails(index));
+                    this.finished.lock().unwrap().push(index);
+                    true
+                }
+            });
+            let ran: Vec<bool> = runs.buffer_unordered(this.concurrency).collect().await;
+            Ok(ran.into_iter().filter(|ran| *ran).count())
+        }
+        .boxed()
+    }
+}
+
+/// Reads the job document every 20 ms while `running` is true and checks that whenever
+/// counts are stored, the bitmaps stored with them agree: as many finished bits as
+/// `processed`, as many failed bits as `bad`, and every failed item finished.
+fn watch_agreement(
+    jobs: mongodb::Collection<Document>,
+    id: String,
+    running: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut samples = 0;
+        while running.load(std::sync::atomic::Ordering::SeqCst) {
+            let job = jobs.find_one(doc! { "_id": &id }).await.unwrap().unwrap();
+            if job.contains_key("itemsFinished") {
+                let (finished, failed) =
+                    (bitmap(&job, "itemsFinished"), bitmap(&job, "itemsFailed"));
+                assert_eq!(bits(&finished).len(), number(&job, "processed"), "{job}");
+                assert_eq!(bits(&failed).len(), number(&job, "bad"), "{job}");
+                assert!(bits(&failed).iter().all(|i| bits(&finished).contains(i)));
+                samples += 1;
+            }
+            // Not more often: the test server is shared with the other tests, whose waits are
+            // short.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        samples
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_at_concurrency_4_stores_exactly_which_items_finished_and_failed() {
+    let (engine, _, events) = engine("ledger").await;
+    let engine = Arc::new(engine);
+    let jobs = raw_jobs("ledger").await;
+    let job = engine.start_job(stoppable()).await.unwrap();
+    let items = ConcurrentItems {
+        engine: engine.clone(),
+        job: job.clone(),
+        concurrency: 4,
+        finished: Arc::default(),
+    };
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = watch_agreement(jobs.clone(), job.id().to_owned(), running.clone());
+    let count = 1003;
+    let options = BatchOptions {
+        concurrency: Some(4),
+        track_items: true,
+        ..Default::default()
+    };
+    let outcome = engine
+        .run_batch(&job, count, &items, options)
+        .await
+        .unwrap();
+    assert_eq!(outcome, BatchOutcome::Completed);
+    engine
+        .end_job(&job, true, EndResults::Gathered)
+        .await
+        .unwrap();
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    let samples = watcher.await.unwrap();
+    let ended = jobs
+        .find_one(doc! { "_id": job.id() })
+        .await
+        .unwrap()
+        .unwrap();
+    let finished = bitmap(&ended, "itemsFinished");
+    let failed = bitmap(&ended, "itemsFailed");
+    assert_eq!(finished.len(), count.div_ceil(8));
+    assert_eq!(bits(&finished), (0..count).collect::<Vec<_>>());
+    assert_eq!(
+        bits(&failed),
+        (0..count).filter(|i| fails(*i)).collect::<Vec<_>>()
+    );
+    assert_eq!(number(&ended, "processed"), count);
+    assert_eq!(number(&ended, "bad"), bits(&failed).len());
+    let order = items.finished.lock().unwrap().clone();
+    assert!(
+        order.windows(2).any(|pair| pair[0] > pair[1]),
+        "items finished out of order"
+    );
+    assert!(samples > 0, "the bitmaps were stored while the job ran");
+    assert!(events.logs.lock().unwrap().is_empty());
+    println!("{samples} stored states of the running job checked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_stopped_midway_stores_processed_equal_to_its_finished_bits() {
+    let (engine, _, events) = engine("ledger-stop").await;
+    let engine = Arc::new(engine);
+    let jobs = raw_jobs("ledger-stop").await;
+    let job = engine.start_job(stoppable()).await.unwrap();
+    let items = ConcurrentItems {
+        engine: engine.clone(),
+        job: job.clone(),
+        concurrency: 3,
+        finished: Arc::default(),
+    };
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = watch_agreement(jobs.clone(), job.id().to_owned(), running.clone());
+    let count = 5000;
+    let options = BatchOptions {
+        concurrency: Some(3),
+        track_items: true,
+        ..Default::default()
+    };
+    let batch = tokio::spawn({
+        let (engine, job, items) = (engine.clone(), job.clone(), items.clone());
+        async move { engine.run_batch(&job, count, &items, options).await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(engine.request_cancel(job.id()).await.unwrap());
+    let outcome = batch.await.unwrap().unwrap();
+    assert_eq!(outcome, BatchOutcome::Stopped);
+    assert_eq!(events.halts.lock().unwrap().len(), 1);
+    assert_eq!(
+        engine.acknowledge_halt(&job, false).await.unwrap(),
+        EndOutcome::Written
+    );
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    watcher.await.unwrap();
+    let stopped = jobs
+        .find_one(doc! { "_id": job.id() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped.get_str("status").unwrap(), "stopped");
+    let finished = bits(&bitmap(&stopped, "itemsFinished"));
+    let processed = number(&stopped, "processed");
+    assert!(
+        processed > 0 && processed < count,
+        "stopped midway: {processed}"
+    );
+    assert_eq!(finished.len(), processed);
+    let mut reported = items.finished.lock().unwrap().clone();
+    reported.sort_unstable();
+    assert_eq!(finished, reported, "exactly the items that finished");
+    assert_eq!(
+        bits(&bitmap(&stopped, "itemsFailed")),
+        reported
+            .iter()
+            .copied()
+            .filter(|i| fails(*i))
+            .collect::<Vec<_>>()
+    );
+    let hooked = &events.halts.lock().unwrap()[0].2;
+    assert!(
+        !hooked.contains_key("itemsFinished") && !hooked.contains_key("itemsFailed"),
+        "the stop hook's document leaves the bitmaps out"
+    );
+    println!("stopped after {processed} of {count} items");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extra_fields_are_inserted_last_and_a_field_of_the_core_is_refused() {
+    let (engine, store, events) = engine("fields").await;
+    let jobs = raw_jobs("fields").await;
+    let ids: Vec<String> = (0..20_000).map(|n| format!("id{n:08}")).collect();
+    let fields = doc! {
+        "rerun": { "route": "/modules/apostrophe-pages/publish", "body": { "x": 1 }, "ids": ids.clone() },
+        "retryOf": { "jobId": "j0", "failed": 3 },
+    };
+    let job = engine
+        .start_job(NewJob {
+            fields: fields.clone(),
+            ..stoppable()
+        })
+        .await
+        .unwrap();
+    let stored = jobs
+        .find_one(doc! { "_id": job.id() })
+        .await
+        .unwrap()
+        .unwrap();
+    let keys: Vec<&str> = stored.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys[11..],
+        ["workerId", "heartbeatAt", "rerun", "retryOf"],
+        "after every field of the core"
+    );
+    assert_eq!(
+        stored.get_document("rerun").unwrap(),
+        fields.get_document("rerun").unwrap()
+    );
+    assert_eq!(
+        stored.get_document("retryOf").unwrap(),
+        &doc! { "jobId": "j0", "failed": 3 }
+    );
+    let read = store.find(job.id()).await.unwrap().unwrap();
+    assert!(!read.contains_key("rerun"), "the core's reads leave it out");
+    assert!(read.contains_key("retryOf"));
+    assert!(engine.request_cancel(job.id()).await.unwrap());
+    {
+        let halts = events.halts.lock().unwrap();
+        assert!(!halts[0].2.contains_key("rerun"));
+        assert!(halts[0].2.contains_key("retryOf"));
+    }
+    engine.acknowledge_halt(&job, false).await.unwrap();
+
+    let before = jobs.count_documents(doc! {}).await.unwrap();
+    for clash in ["_id", "good", "status", "labels", "workerId", "itemsFailed"] {
+        let mut fields = doc! { "rerun": { "ids": ["a"] } };
+        fields.insert(clash, "clobbered");
+        let message = engine
+            .start_job(NewJob {
+                fields,
+                ..stoppable()
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(&format!("the extra field `{clash}`")),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        jobs.count_documents(doc! {}).await.unwrap(),
+        before,
+        "nothing inserted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_job_refuses_a_running_job_and_deletes_an_ended_one() {
+    let (engine, store, _) = engine("delete").await;
+    let job = engine.start_job(stoppable()).await.unwrap();
+    let id = job.id().to_owned();
+    assert!(!engine.delete_job(&id).await.unwrap(), "running");
+    assert!(store.find(&id).await.unwrap().is_some());
+    engine.end_job(&job, true, EndResults::Null).await.unwrap();
+    assert!(engine.delete_job(&id).await.unwrap());
+    assert!(store.find(&id).await.unwrap().is_none());
+    assert!(!engine.delete_job(&id).await.unwrap(), "deleted already");
+    assert!(!engine.delete_job("nosuchjob").await.unwrap());
 }

@@ -19,43 +19,45 @@ apos.define('apostrophe-jobs-dashboard', {
     self.timer = null;
     self.destroyed = false;
 
-    self.start = function() {
-      self.$el.on('click', '[data-apos-jobs-filter]', function() {
-        self.filter = $(this).attr('data-apos-jobs-filter');
+    // What a click on each kind of element does (it receives the element).
+    self.clicks = {
+      '[data-apos-jobs-filter]': function($filter) {
+        self.filter = $filter.attr('data-apos-jobs-filter');
         self.page = 1;
         self.$el.find('[data-apos-jobs-filter]').removeClass('apos-active').addClass('apos-button--pill-inactive');
-        $(this).addClass('apos-active').removeClass('apos-button--pill-inactive');
+        $filter.addClass('apos-active').removeClass('apos-button--pill-inactive');
         self.showList();
-        return false;
-      });
-      self.$el.on('click', '[data-apos-jobs-page]', function() {
-        self.page = parseInt($(this).attr('data-apos-jobs-page'), 10) || 1;
+      },
+      '[data-apos-jobs-page]': function($link) {
+        self.page = parseInt($link.attr('data-apos-jobs-page'), 10) || 1;
         self.showList();
-        return false;
-      });
-      self.$el.on('click', '[data-apos-jobs-open]', function() {
-        self.showJob($(this).attr('data-apos-jobs-open'));
-        return false;
-      });
-      self.$el.on('click', '[data-apos-jobs-back]', function() {
+      },
+      '[data-apos-jobs-open]': function($link) {
+        self.showJob($link.attr('data-apos-jobs-open'));
+      },
+      '[data-apos-jobs-back]': function() {
         self.showList();
-        return false;
-      });
-      self.$el.on('click', '[data-apos-jobs-halt]', function() {
-        self.halt($(this).attr('data-apos-jobs-halt'));
-        return false;
-      });
-      self.$el.on('click', '[data-apos-jobs-rerun]', function() {
-        self.rerun(self.jobId, $(this).attr('data-apos-jobs-rerun'));
-        return false;
-      });
-      self.$el.on('click', '[data-apos-jobs-delete]', function() {
-        self.deleteJob($(this).attr('data-apos-jobs-delete'));
-        return false;
-      });
-      self.$el.on('click', '[data-apos-jobs-action="purge"]', function() {
+      },
+      '[data-apos-jobs-halt]': function($button) {
+        self.halt($button.attr('data-apos-jobs-halt'));
+      },
+      '[data-apos-jobs-rerun]': function($button) {
+        self.rerun(self.jobId, $button.attr('data-apos-jobs-rerun'));
+      },
+      '[data-apos-jobs-delete]': function($button) {
+        self.deleteJob($button.attr('data-apos-jobs-delete'));
+      },
+      '[data-apos-jobs-action="purge"]': function() {
         self.purge(self.$el.find('[data-apos-jobs-purge-age]').val());
-        return false;
+      }
+    };
+
+    self.start = function() {
+      _.each(self.clicks, function(handle, selector) {
+        self.$el.on('click', selector, function() {
+          handle($(this));
+          return false;
+        });
       });
       self.showList();
     };

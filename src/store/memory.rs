@@ -11,7 +11,16 @@ use tokio::time::Instant;
 
 use super::{Fenced, Orphan, Store, StoreFuture};
 use crate::error::{Error, Result};
-use crate::job::Initial;
+use crate::job::{Initial, LARGE_FIELDS};
+
+/// A document as the real store's reads hand it on: without its large fields.
+fn without_large_fields(job: &Document) -> Document {
+    let mut job = job.clone();
+    for field in LARGE_FIELDS {
+        job.remove(field);
+    }
+    job
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -158,7 +167,7 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn insert(&self, fields: Vec<(&'static str, Initial)>) -> StoreFuture<'_, ()> {
+    fn insert(&self, fields: Vec<(String, Initial)>) -> StoreFuture<'_, ()> {
         async move {
             let mut inner = self.call("insert", None)?;
             let mut document = Document::new();
@@ -279,7 +288,7 @@ impl Store for MemoryStore {
                 .iter()
                 .filter_map(|id| inner.jobs.get(id))
                 .filter(|job| job.get_bool("canceling") == Ok(true))
-                .cloned()
+                .map(without_large_fields)
                 .collect())
         }
         .boxed()
@@ -355,7 +364,29 @@ impl Store for MemoryStore {
     }
 
     fn find<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Document>> {
-        async move { Ok(self.call("find", None)?.jobs.get(id).cloned()) }.boxed()
+        async move {
+            Ok(self
+                .call("find", None)?
+                .jobs
+                .get(id)
+                .map(without_large_fields))
+        }
+        .boxed()
+    }
+
+    fn delete_ended<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        async move {
+            let mut inner = self.call("delete_ended", Some(id))?;
+            let ended = inner
+                .jobs
+                .get(id)
+                .is_some_and(|job| job.get_bool("ended") == Ok(true));
+            if ended {
+                inner.jobs.remove(id);
+            }
+            Ok(ended)
+        }
+        .boxed()
     }
 
     fn purge(&self, cutoff: DateTime) -> StoreFuture<'_, u64> {

@@ -46,7 +46,7 @@ pub struct Orphan {
 pub trait Store: Send + Sync + 'static {
     /// Inserts a new job with these fields, in this order, stamping [`Initial::ServerTime`]
     /// fields with the server's clock.
-    fn insert(&self, fields: Vec<(&'static str, Initial)>) -> StoreFuture<'_, ()>;
+    fn insert(&self, fields: Vec<(String, Initial)>) -> StoreFuture<'_, ()>;
 
     /// The owner's write of a job's counts (`set`), with a fresh heartbeat when `heartbeat`.
     /// With `read_canceling`, the same command reads `canceling` back, so the write is also a
@@ -78,8 +78,9 @@ pub trait Store: Send + Sync + 'static {
     /// it was running.
     fn add_to_job<'a>(&'a self, id: &'a str, update: Document) -> StoreFuture<'a, bool>;
 
-    /// The watcher's query: which of these jobs have been asked to stop, as whole documents
-    /// (the stop hook receives the document). One round trip for all of them.
+    /// The watcher's query: which of these jobs have been asked to stop, as documents for the
+    /// stop hook: whole but for the large fields ([`LARGE_FIELDS`](crate::job::LARGE_FIELDS)). One round trip for all of
+    /// them.
     fn find_canceling<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<Document>>;
 
     /// The `cancel` route's write: asks a running job to stop. Unlike 2.x, an ended job is
@@ -99,8 +100,12 @@ pub trait Store: Send + Sync + 'static {
     /// by and is still running. Returns whether it did.
     fn end_orphan<'a>(&'a self, orphan: &'a Orphan, set: Document) -> StoreFuture<'a, bool>;
 
-    /// One job document.
+    /// One job document, without its large fields ([`LARGE_FIELDS`](crate::job::LARGE_FIELDS)).
     fn find<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Document>>;
+
+    /// Deletes one job if it has ended (`ended: true`); a running job is never deleted.
+    /// Returns whether it deleted one.
+    fn delete_ended<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
 
     /// Deletes jobs that ended before `cutoff` (by `endedAt`, or by `when` for jobs the stock
     /// module ended, which have no `endedAt`); returns how many.

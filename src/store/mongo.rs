@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::{Fenced, Orphan, Store, StoreFuture};
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::Initial;
+use crate::job::{Initial, LARGE_FIELDS};
 
 /// Where the jobs live.
 #[derive(Debug, Clone, Default)]
@@ -199,13 +199,21 @@ async fn hello(database: &Database) -> mongodb::error::Result<Document> {
     }
 }
 
+/// The projection of the reads that hand a job document on: everything but the large fields.
+fn without_large_fields() -> Document {
+    LARGE_FIELDS
+        .iter()
+        .map(|field| (field.to_string(), Bson::Int32(0)))
+        .collect()
+}
+
 /// The filter of every write of a job's owner: still its own, still running.
 fn owned(id: &str, owner: &str) -> Document {
     doc! { "_id": id, "workerId": owner, "ended": false }
 }
 
 impl Store for MongoStore {
-    fn insert(&self, fields: Vec<(&'static str, Initial)>) -> StoreFuture<'_, ()> {
+    fn insert(&self, fields: Vec<(String, Initial)>) -> StoreFuture<'_, ()> {
         async move {
             let mut id = Bson::Null;
             if self.clock.legacy_insert {
@@ -388,6 +396,7 @@ impl Store for MongoStore {
             let operation = "stop/cancel check";
             self.collection
                 .find(doc! { "_id": { "$in": ids }, "canceling": true })
+                .projection(without_large_fields())
                 .await
                 .map_err(|e| Error::database(operation, e))?
                 .try_collect()
@@ -482,8 +491,21 @@ impl Store for MongoStore {
         async move {
             self.collection
                 .find_one(doc! { "_id": id })
+                .projection(without_large_fields())
                 .await
                 .map_err(|e| Error::database("read of the job document", e))
+        }
+        .boxed()
+    }
+
+    fn delete_ended<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        async move {
+            let result = self
+                .collection
+                .delete_one(doc! { "_id": id, "ended": true })
+                .await
+                .map_err(|e| Error::database("deletion of the job", e))?;
+            Ok(result.deleted_count > 0)
         }
         .boxed()
     }

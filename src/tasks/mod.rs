@@ -253,7 +253,7 @@ pub(crate) mod testing {
             .await
             .unwrap();
         ctx.jobs
-            .register(id, HaltKind::for_job(false, stoppable), sent_at)
+            .register(id, HaltKind::for_job(false, stoppable), sent_at, 0)
     }
 
     /// Options with a bound of 3 s (heartbeats every 0.5 s, sweeps every 1.5 s).
