@@ -18,7 +18,7 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const { createUser, createClient } = require('./helpers/site');
+const { createUser, createClient, countDocuments } = require('./helpers/site');
 const { spawnSite } = require('./helpers/site-process');
 const { waitUntil, waitForEnd } = require('./helpers/jobs');
 const {
@@ -61,6 +61,10 @@ async function spawnDashboardSite(shortName, jobs) {
   return child;
 }
 
+function countJobs(jobs) {
+  return countDocuments(jobs.db, {});
+}
+
 function jobsModule(site) {
   return site.apos.modules['apostrophe-jobs'];
 }
@@ -99,6 +103,13 @@ async function traces(site, ids) {
 function setFail(site, ids, fail) {
   const update = fail ? { $set: { dashboardFail: true } } : { $unset: { dashboardFail: '' } };
   return site.apos.docs.db.updateMany({ _id: { $in: ids } }, update);
+}
+
+// A job started through the module's API in this process, as code that is not a batch
+// does (`start`, then `end` when it is over): resolves its handle.
+function startJob(jobs, title, userId) {
+  return new Promise((resolve, reject) => jobs.start({ labels: { title }, userId },
+    (err, job) => (err ? reject(err) : resolve(job))));
 }
 
 // Starts a touch job over `ids` as the user of `client` (a helpers/site.js client).
@@ -279,8 +290,7 @@ test('an admin opens the dashboard from the admin bar: completed, stopped, faile
   assert.equal(stopped.status, 'stopped');
 
   // Failed: a job of this process that its code ends unsuccessfully.
-  const failedJob = await new Promise((resolve, reject) => jobs.start({ labels: { title: 'Import feed' }, userId: owner.adminId },
-    (err, job) => (err ? reject(err) : resolve(job))));
+  const failedJob = await startJob(jobs, 'Import feed', owner.adminId);
   jobs.setTotal(failedJob, 5);
   jobs.good(failedJob, 2);
   jobs.bad(failedJob, 1);
@@ -434,9 +444,16 @@ test('Stop in the dashboard halts a slow batch: it ends stopped and the articles
   assert.equal(seen.id, jobId);
   assert.equal(seen.statusLabel, 'In Progress...');
   assert.ok(seen.stop, 'a running batch offers Stop in its row');
-  // The list refreshes itself while a job runs.
+  // The list refreshes itself while a job runs, and so does the job's page.
   await board.waitForRows((rows) => rows[0].good >= seen.good + 2, 'the count growing without a reload');
   await screenshot(page, 'dashboard-running');
+  const job = await board.openJob(jobId);
+  const { processed } = await job.readFields();
+  assert.ok(await job.action('stop').isVisible(), 'a running batch offers Stop on its page');
+  await pollDisplay(() => job.readFields(), (fields) => Number(fields.processed) >= Number(processed) + 2,
+    'the job page never showed the processed count growing', 10000);
+  await job.root.locator('[data-apos-jobs-back]').click();
+  await board.row(jobId).waitFor();
 
   await board.row(jobId).locator('[data-apos-jobs-action="stop"]').click();
   const [ ended ] = await board.waitForRows((rows) => rows[0].status === 'stopped', 'the batch stopped');
@@ -602,4 +619,67 @@ test('ownerOnly: each editor sees the Jobs button and only their own jobs; the a
   assert.match(all[1].user, /editor-a/);
   assert.deepEqual(pageErrors, []);
   assert.deepEqual(admin.pageErrors, []);
+});
+
+test('20 jobs a page, Delete on a job\'s page, and Delete ended jobs by age from the list', async (t) => {
+  assertChromium();
+  t.after(closeAll);
+  const site = await openDashboardSite();
+  const jobs = jobsModule(site);
+  // 22 ended jobs, a few ms apart (the list is by start time), then one that runs.
+  const ended = [];
+  for (let i = 1; i <= 22; i++) {
+    const job = await startJob(jobs, `Job ${i}`);
+    await jobs.end(job, i % 2 === 0);
+    ended.unshift(job._id);
+    await delay(5);
+  }
+  const running = await startJob(jobs, 'Still running');
+  let newestFirst = [ running._id, ...ended ];
+
+  const { page, dialogs, pageErrors } = await openBrowser();
+  await logIn(page, site);
+  const board = await openDashboard(page);
+  const listed = (ids) => (rows) => rows.map((row) => row.id).join() === ids.join();
+  await board.waitForRows(listed(newestFirst.slice(0, 20)), 'the 20 newest jobs on page 1');
+  await board.root.locator('[data-apos-jobs-page="2"]').click();
+  await board.waitForRows(listed(newestFirst.slice(20)), 'the 3 oldest jobs on page 2');
+  await board.root.locator('[data-apos-jobs-page="1"]').click();
+  await board.waitForRows(listed(newestFirst.slice(0, 20)), 'page 1 again');
+
+  // Delete on the page of the newest ended job, after a confirm().
+  const doomed = ended[0];
+  const job = await board.openJob(doomed);
+  const dialogsBefore = dialogs.length;
+  const [ deletedOne ] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith(`${ROUTES}/delete`)),
+    job.action('delete').click()
+  ]);
+  assert.deepEqual(await deletedOne.json(), { status: 'ok', deleted: 1 });
+  assert.equal(dialogs.length, dialogsBefore + 1, 'Delete asked for a confirmation');
+  assert.ok(!(await readJob(site, doomed)), 'the job is deleted');
+  newestFirst = newestFirst.filter((id) => id !== doomed);
+  // Back to the list, unless the dashboard went there by itself.
+  await board.list.waitFor({ timeout: 3000 }).catch(() => job.root.locator('[data-apos-jobs-back]').click());
+  await board.waitForRows(listed(newestFirst.slice(0, 20)), 'the list without the deleted job');
+
+  // Delete ended jobs older than a day: none is. Then every ended job; the running one stays.
+  const purge = async (days) => {
+    await board.root.locator('select[data-apos-jobs-purge-age]').selectOption(String(days));
+    const before = dialogs.length;
+    const [ response ] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith(`${ROUTES}/delete`)),
+      board.root.locator('[data-apos-jobs-action="purge"]').click()
+    ]);
+    assert.equal(dialogs.length, before + 1, 'Delete ended jobs asked for a confirmation');
+    return response.json();
+  };
+  assert.deepEqual(await purge(1), { status: 'ok', deleted: 0 });
+  assert.equal(await countJobs(jobs), 22);
+  assert.deepEqual(await purge(0), { status: 'ok', deleted: 21 });
+  assert.equal(await countJobs(jobs), 1);
+  assert.ok(await readJob(site, running._id), 'the running job is kept');
+  await board.waitForRows(listed([ running._id ]), 'the running job alone');
+  await jobs.end(running, true);
+  assert.deepEqual(pageErrors, []);
 });
