@@ -347,6 +347,10 @@ test('an admin opens the dashboard from the admin bar: completed, stopped, faile
   await failedPage.root.locator('[data-apos-jobs-unavailable]').waitFor();
   assert.equal(await failedPage.action('retry-failed').count(), 0, 'no Retry for a job without a recorded route');
   assert.equal(await failedPage.action('resume').count(), 0, 'no Resume for a job without a recorded route');
+  const refused = await postFromPage(page, `${ROUTES}/rerun`, { _id: failedJob._id, items: 'failed' });
+  assert.equal(refused.status, 'unavailable', JSON.stringify(refused));
+  assert.ok(refused.message && (await failedPage.root.locator('[data-apos-jobs-unavailable]').innerText()).includes(refused.message),
+    `the page gives the reason the rerun route gives: ${refused.message}`);
   await failedPage.root.locator('[data-apos-jobs-back]').click();
   await board.waitForRows((shown) => shown.length === 4, 'the four jobs again, after Back');
 
