@@ -10,20 +10,15 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const childProcess = require('child_process');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const { MongoClient } = require('mongodb');
 const { getFreePort } = require('../scripts/mongo-server');
-const { chromiumPath } = require('../scripts/system-deps');
 const { testUri, waitUntil } = require('./helpers/jobs');
 const { uriWithDb } = require('./helpers/site');
+const { openBrowser, closeAll, clickAdminBarItem } = require('./helpers/browser');
 
 const DEMO = path.join(__dirname, '..', 'scripts', 'demo.js');
 const SCREENSHOTS = path.join(__dirname, '..', 'artifacts', 'screenshots');
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'
-];
 // A new database runs Apostrophe's migrations and gets 1,000 articles; asset bundling
 // comes on top on a cold machine.
 const START_DEADLINE_MS = 180000;
@@ -83,23 +78,10 @@ test('the start-up console holds what a newcomer needs: where the site is, the l
   assert.equal(stderr, '', 'nothing went to stderr');
 });
 
-test('logged in, the home page opens the Articles manager, which lists articles and runs "Publish Selected" as a job', async (t) => {
-  const chromium = chromiumPath();
-  assert.ok(fs.existsSync(chromium), `Chromium was not found at ${chromium}: run the suites with \`npm test\` (as root it installs it), or set AJN_CHROMIUM`);
-  const { chromium: launcher } = require('playwright-core');
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ajn-chromium-'));
-  const context = await launcher.launchPersistentContext(profile, {
-    executablePath: chromium, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 800 }
-  });
-  t.after(async () => {
-    await context.close();
-    fs.rmSync(profile, { recursive: true, force: true });
-  });
-  const page = context.pages()[0] || await context.newPage();
+test('logged in, the home page opens the Articles manager, which lists articles and runs "Publish Selected" as a job; the jobs dashboard lists it with the seeded failed and stopped jobs', async (t) => {
+  const { page, pageErrors } = await openBrowser();
+  t.after(closeAll);
   page.setDefaultTimeout(30000);
-  const pageErrors = [];
-  page.on('pageerror', (err) => pageErrors.push(err.message));
-  page.on('dialog', (dialog) => dialog.accept().catch(() => {}));
   fs.mkdirSync(SCREENSHOTS, { recursive: true });
 
   await page.goto(`${url}login`);
@@ -144,6 +126,17 @@ test('logged in, the home page opens the Articles manager, which lists articles 
     await client.close();
   }
   await page.screenshot({ path: path.join(SCREENSHOTS, 'demo-batch-completed.png') });
+
+  // The jobs dashboard starts with the jobs the demo seeded, and the batch just run.
+  await page.goto(url);
+  await clickAdminBarItem(page, 'apostrophe-jobs');
+  const dashboard = page.locator('[data-modal].apos-jobs-dashboard');
+  await dashboard.locator('[data-apos-jobs-row]').first().waitFor();
+  const statuses = await dashboard.locator('[data-apos-jobs-row]').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-apos-jobs-status')));
+  assert.deepEqual([ ...statuses ].sort(), [ 'completed', 'completed', 'failed', 'stopped' ], `rows: ${statuses}`);
+  await dashboard.locator('[data-apos-jobs-row][data-apos-jobs-status="stopped"] [data-apos-jobs-open]').click();
+  await dashboard.locator('[data-apos-jobs-action="resume"]').waitFor();
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'demo-dashboard-stopped.png') });
   assert.deepEqual(pageErrors, []);
 });
 
