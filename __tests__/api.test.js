@@ -44,8 +44,10 @@ test('start inserts the 2.x document: same keys, order and BSON types as stock',
   const theirs = await startJob(stock, { labels });
   const [ myDoc, theirDoc ] = [ await rawJob(jobs, mine._id), await rawJob(jobs, theirs._id) ];
   assert.deepEqual(bsonShape(pick(myDoc, STOCK_FIELDS)), bsonShape(theirDoc));
-  assert.deepEqual(Object.keys(myDoc), [ ...STOCK_FIELDS, 'workerId', 'heartbeatAt' ]);
+  assert.deepEqual(Object.keys(myDoc), [ ...STOCK_FIELDS, 'workerId', 'heartbeatAt', 'process' ]);
   assert.ok(myDoc.heartbeatAt instanceof Date);
+  assert.equal(myDoc.process.hostname, require('os').hostname());
+  assert.equal(Number(myDoc.process.pid), process.pid);
   assert.match(mine._id, /^[0-9a-f]{32}$/);
   assert.equal(site.apos.launder.id(mine._id), mine._id);
   assert.ok(myDoc.labels.when instanceof Date, 'a Date inside labels stays a Date');
@@ -84,7 +86,7 @@ test('good, bad and setTotal end up as the stock module writes them, exact at en
   await endJob(stock, theirs, true, { a: { at: new Date(0), n: 1 } });
   const [ myDoc, theirDoc ] = [ await rawJob(jobs, mine._id), await rawJob(jobs, theirs._id) ];
   assert.deepEqual(bsonShape(pick(myDoc, [ ...STOCK_FIELDS, 'total', 'results' ])), bsonShape(theirDoc));
-  assert.deepEqual(Object.keys(myDoc).slice(-5), [ 'workerId', 'heartbeatAt', 'total', 'results', 'endedAt' ]);
+  assert.deepEqual(Object.keys(myDoc).slice(-6), [ 'workerId', 'heartbeatAt', 'process', 'total', 'results', 'endedAt' ]);
   assert.ok(myDoc.endedAt instanceof Date);
   const plain = await jobs.db.findOne({ _id: mine._id });
   assert.equal(plain.good, 4);

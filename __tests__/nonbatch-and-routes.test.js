@@ -119,7 +119,7 @@ test('progress answers the stored document, a percentage and the rendered fragme
   assert.equal(reply.status, 'ok');
   assert.deepEqual(Object.keys(reply.job), [
     '_id', 'good', 'bad', 'processed', 'status', 'ended', 'canceling', 'labels', 'when', 'canCancel', 'canStop',
-    'userId', 'workerId', 'heartbeatAt', 'total', 'results', 'endedAt', 'percentage'
+    'userId', 'workerId', 'heartbeatAt', 'process', 'total', 'results', 'endedAt', 'percentage'
   ]);
   assert.equal(reply.job.percentage, '100.00');
   assert.match(reply.job.when, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
