@@ -460,12 +460,7 @@ mod tests {
         );
     }
 
-    fn binary(bytes: Vec<u8>) -> Bson {
-        Bson::Binary(mongodb::bson::Binary {
-            subtype: mongodb::bson::spec::BinarySubtype::Generic,
-            bytes,
-        })
-    }
+    use crate::ledger::binary;
 
     #[test]
     fn a_tracked_item_is_counted_and_marked_in_the_same_write() {

@@ -479,11 +479,29 @@ mod tests {
         assert_eq!(events.logged("which has ended or does not exist"), 1);
     }
 
-    /// Runs items of 100 ms, asking before each whether it may start, as the JavaScript
-    /// range runner does; records when each item started.
+    /// Runs items of `item_time`, asking before each whether it may start, as the JavaScript
+    /// range runner does; records when each item started, and hands each finished item's
+    /// index to `report`.
     struct Items {
         job: Arc<LiveJob>,
+        item_time: Duration,
+        report: Box<dyn Fn(usize) + Send + Sync>,
         started: std::sync::Mutex<Vec<Instant>>,
+    }
+
+    impl Items {
+        fn new(
+            job: &Arc<LiveJob>,
+            item_time: Duration,
+            report: impl Fn(usize) + Send + Sync + 'static,
+        ) -> Arc<Items> {
+            Arc::new(Items {
+                job: job.clone(),
+                item_time,
+                report: Box::new(report),
+                started: Default::default(),
+            })
+        }
     }
 
     impl ItemRunner for Arc<Items> {
@@ -494,13 +512,13 @@ mod tests {
             let this = self.clone();
             Box::pin(async move {
                 let mut finished = 0;
-                for _ in items {
+                for index in items {
                     if !this.job.may_start_item() {
                         break;
                     }
                     this.started.lock().unwrap().push(Instant::now());
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let _ = this.job.add_counts(1.0, 0.0);
+                    tokio::time::sleep(this.item_time).await;
+                    (this.report)(index);
                     finished += 1;
                 }
                 Ok(finished)
@@ -514,9 +532,11 @@ mod tests {
         let (owner, owner_events) = engine(&store, orphan_after_three_seconds());
         let (_sweeper, _) = engine(&store, orphan_after_three_seconds());
         let job = owner.start_job(stoppable()).await.unwrap();
-        let items = Arc::new(Items {
-            job: job.clone(),
-            started: Default::default(),
+        let items = Items::new(&job, Duration::from_millis(100), {
+            let job = job.clone();
+            move |_| {
+                let _ = job.add_counts(1.0, 0.0);
+            }
         });
         let batch = tokio::spawn({
             let (job, items) = (job.clone(), items.clone());
@@ -618,42 +638,16 @@ mod tests {
         let _ = doc! {};
     }
 
-    /// Runs each item of a range at once, reporting it through the engine with its index;
-    /// the items in `failing` fail.
-    struct Marking {
-        engine: Arc<Engine>,
-        job: Arc<LiveJob>,
-        failing: Vec<usize>,
-    }
-
-    impl ItemRunner for Arc<Marking> {
-        fn run_items(
-            &self,
-            items: std::ops::Range<usize>,
-        ) -> futures::future::BoxFuture<'static, Result<usize>> {
-            let this = self.clone();
-            Box::pin(async move {
-                let mut finished = 0;
-                for index in items {
-                    if !this.job.may_start_item() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    let good = !this.failing.contains(&index);
-                    this.engine.item_finished(&this.job, index, good);
-                    finished += 1;
-                }
-                Ok(finished)
-            })
-        }
-    }
-
-    fn binary(bytes: Vec<u8>) -> Bson {
-        Bson::Binary(mongodb::bson::Binary {
-            subtype: mongodb::bson::spec::BinarySubtype::Generic,
-            bytes,
+    /// Items of 10 ms, each reported through the engine with its index, as `run` reports
+    /// them; the items in `failing` fail.
+    fn marking(engine: &Arc<Engine>, job: &Arc<LiveJob>, failing: Vec<usize>) -> Arc<Items> {
+        let (engine, reported) = (engine.clone(), job.clone());
+        Items::new(job, Duration::from_millis(10), move |index| {
+            engine.item_finished(&reported, index, !failing.contains(&index));
         })
     }
+
+    use crate::ledger::binary;
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_that_tracks_its_items_stores_them_with_the_counts_and_at_its_end() {
@@ -661,11 +655,7 @@ mod tests {
         let (engine, events) = engine(&store, EngineOptions::default());
         let engine = Arc::new(engine);
         let job = engine.start_job(stoppable()).await.unwrap();
-        let runner = Arc::new(Marking {
-            engine: engine.clone(),
-            job: job.clone(),
-            failing: vec![1, 9],
-        });
+        let runner = marking(&engine, &job, vec![1, 9]);
         let options = BatchOptions {
             track_items: true,
             ..Default::default()
@@ -702,11 +692,7 @@ mod tests {
         let (engine, _) = engine(&store, EngineOptions::default());
         let engine = Arc::new(engine);
         let job = engine.start_job(stoppable()).await.unwrap();
-        let runner = Arc::new(Marking {
-            engine: engine.clone(),
-            job: job.clone(),
-            failing: vec![2],
-        });
+        let runner = marking(&engine, &job, vec![2]);
         let batch = tokio::spawn({
             let (engine, job) = (engine.clone(), job.clone());
             let options = BatchOptions {

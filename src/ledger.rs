@@ -53,21 +53,19 @@ pub struct ItemBitmaps {
 }
 
 impl ItemBitmaps {
-    /// Adds `itemsFinished` and `itemsFailed` (BSON Binary, generic subtype) to `set`.
+    /// Adds `itemsFinished` and `itemsFailed` to `set`.
     pub fn insert_into(&self, set: &mut Document) {
-        for (key, bytes) in [
-            ("itemsFinished", &self.finished),
-            ("itemsFailed", &self.failed),
-        ] {
-            set.insert(
-                key,
-                Bson::Binary(Binary {
-                    subtype: BinarySubtype::Generic,
-                    bytes: bytes.clone(),
-                }),
-            );
-        }
+        set.insert("itemsFinished", binary(self.finished.clone()));
+        set.insert("itemsFailed", binary(self.failed.clone()));
     }
+}
+
+/// A bitmap as stored: a BSON Binary of the generic subtype.
+pub fn binary(bytes: Vec<u8>) -> Bson {
+    Bson::Binary(Binary {
+        subtype: BinarySubtype::Generic,
+        bytes,
+    })
 }
 
 impl ItemLedger {
@@ -80,11 +78,6 @@ impl ItemLedger {
             failed: vec![0; bytes],
             warned_out_of_range: false,
         }
-    }
-
-    /// How many items the batch has.
-    pub fn total(&self) -> usize {
-        self.total
     }
 
     /// Marks item `index` finished, and failed unless `good`.
@@ -108,18 +101,24 @@ impl ItemLedger {
     }
 
     /// Whether item `index` finished.
+    #[cfg(test)]
     pub fn is_finished(&self, index: usize) -> bool {
         index < self.total && self.finished[index >> 3] & (1 << (index & 7)) != 0
     }
 
     /// Whether item `index` failed.
+    #[cfg(test)]
     pub fn is_failed(&self, index: usize) -> bool {
         index < self.total && self.failed[index >> 3] & (1 << (index & 7)) != 0
     }
 
     /// How many items finished.
+    #[cfg(test)]
     pub fn finished_count(&self) -> usize {
-        count_bits(&self.finished)
+        self.finished
+            .iter()
+            .map(|byte| byte.count_ones() as usize)
+            .sum()
     }
 
     /// A copy of the bitmaps, for a write.
@@ -139,11 +138,6 @@ impl ItemLedger {
 /// How many bytes the two bitmap fields of a batch of `total` items take in a job document.
 pub fn stored_size(total: usize) -> usize {
     2 * (total.div_ceil(8) + FIELD_OVERHEAD)
-}
-
-/// How many bits are set in a bitmap.
-pub fn count_bits(bitmap: &[u8]) -> usize {
-    bitmap.iter().map(|byte| byte.count_ones() as usize).sum()
 }
 
 #[cfg(test)]
@@ -208,12 +202,6 @@ mod tests {
         ledger.mark(1, false);
         let mut set = doc! {};
         ledger.bitmaps().insert_into(&mut set);
-        let binary = |bytes: Vec<u8>| {
-            Bson::Binary(Binary {
-                subtype: BinarySubtype::Generic,
-                bytes,
-            })
-        };
         assert_eq!(
             set,
             doc! { "itemsFinished": binary(vec![2, 0, 0]), "itemsFailed": binary(vec![2, 0, 0]) }
