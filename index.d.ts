@@ -238,8 +238,8 @@ export interface JobsModule {
    * `ownerOnly`), else whether the user sees every user's jobs.
    */
   dashboardAccess(req: Request): null | { everyone: boolean };
-  /** The items a retry of `job` would run (`ledger`: the job's `rerun` and bitmaps). */
-  rerunItems(job: JobDocument, ledger: Partial<JobDocument>, items: 'failed' | 'unfinished'): { ids: string[] } | { unavailable: string };
+  /** The items a retry of an ended job would run (`ledger`: at least its `rerun` and bitmaps). */
+  rerunItems(ledger: Partial<JobDocument>, items: 'failed' | 'unfinished'): { ids: string[] } | { unavailable: string };
   /** Whether the user of `req` may see `job` (the `ownerOnly` option). */
   canAccessJob(req: Request, job: JobDocument): boolean;
   /** Throws, naming the option and what it accepts, when an option is out of range. */

@@ -59,7 +59,7 @@ test('run() from a route records the route, the body without ids and the ids, an
   });
 });
 
-test('the 2.x progress reply and the stop hook\'s document leave the dashboard\'s bulky fields out', async () => {
+test('the 2.x progress reply leaves the dashboard\'s large fields out (the stop hook\'s document: the Rust tests)', async () => {
   const jobId = await startBatch(admin, { ids: ids(3), mode: 'ok' });
   await waitForEnd(jobs, jobId);
   const res = await admin.post('/modules/apostrophe-jobs/progress', { _id: jobId });

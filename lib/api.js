@@ -408,7 +408,7 @@ module.exports = function(self, options) {
       }
       // Every failed item when the job recorded them all (see `dashboard.js`), else the
       // first `keepFailedItems` of them.
-      const recorded = self.rerunItems(Object.assign({}, job, { ended: true }), job, 'failed');
+      const recorded = self.rerunItems(job, 'failed');
       const ids = recorded.ids || (job.failedItems || []).map((item) => item.id);
       return runBatchJob(req, ids, change, Object.assign({ labels: job.labels }, options, {
         retryOf: { jobId: job._id, items: 'failed' }

@@ -26,9 +26,10 @@ const PAGE_SIZE = 20;
 const RERUN_BODY_LIMIT = 4 * 1024;
 const RERUN_IDS_LIMIT = 1024 * 1024;
 
-// The big additive fields: never sent to the browser, never needed by the 2.x routes.
-const BULKY_FIELDS = { rerun: 0, itemsFinished: 0, itemsFailed: 0 };
-const LIST_PROJECTION = Object.assign({ results: 0, failedItems: 0 }, BULKY_FIELDS);
+// The large additive fields (`LARGE_FIELDS` of the Rust core too): never sent to the
+// browser, never needed by the 2.x routes.
+const LARGE_FIELDS = { rerun: 0, itemsFinished: 0, itemsFailed: 0 };
+const LIST_PROJECTION = Object.assign({ results: 0, failedItems: 0 }, LARGE_FIELDS);
 
 const FILTERS = {
   all: {},
@@ -43,7 +44,7 @@ const RETRY_HEADER = 'X-Apos-Jobs-Retry-Of';
 
 module.exports = function(self, options) {
 
-  self.bulkyJobFields = BULKY_FIELDS;
+  self.largeJobFields = LARGE_FIELDS;
 
   // Who may use the dashboard: `null` (nobody: anonymous, or not an admin without
   // `ownerOnly`), else `{ everyone }`, whether the user sees every user's jobs.
@@ -94,7 +95,9 @@ module.exports = function(self, options) {
     if (Buffer.byteLength(body) > RERUN_BODY_LIMIT) {
       return { route, unavailable: `Its request carried ${kilobytes(Buffer.byteLength(body))} besides the ids; at most ${kilobytes(RERUN_BODY_LIMIT)} are recorded.` };
     }
-    const idsSize = Buffer.byteLength(JSON.stringify(ids));
+    // The size of `JSON.stringify(ids)`, without making that string for a batch of any size:
+    // laundered ids have nothing to escape, so each takes its bytes, two quotes and a comma.
+    const idsSize = ids.reduce((size, id) => size + Buffer.byteLength(String(id)) + 3, 1);
     if (idsSize > RERUN_IDS_LIMIT) {
       return { route, unavailable: `Its ${ids.length} ids take ${kilobytes(idsSize)}; at most ${kilobytes(RERUN_IDS_LIMIT)} of ids are recorded.` };
     }
@@ -138,17 +141,15 @@ module.exports = function(self, options) {
     return typeof self.db.countDocuments === 'function' ? self.db.countDocuments(query) : self.db.count(query);
   }
 
-  // One job as stored (but its bulky fields), or null when it does not exist or `req` may not
-  // see it.
+  // One job as stored, without the fields `projection` leaves out (by default its large
+  // ones), or null when it does not exist or `req` may not see it.
 
-  self.findDashboardJob = async function(req, access, _id) {
-    const [ job ] = await self.db.find({ _id: self.apos.launder.id(_id) }).project(BULKY_FIELDS).limit(1).toArray();
+  self.findDashboardJob = async function(req, access, _id, projection = LARGE_FIELDS) {
+    const [ job ] = await self.db.find({ _id: self.apos.launder.id(_id) }).project(projection).limit(1).toArray();
     if (!job || (!access.everyone && job.userId !== req.user._id)) {
       return null;
     }
-    self.withLiveCounts(job);
-    await self.addUserTitles([ job ]);
-    return job;
+    return self.withLiveCounts(job);
   };
 
   // Names `job._user` for the dashboard: the title of the user who started it.
@@ -190,7 +191,7 @@ module.exports = function(self, options) {
       total: typeof job.total === 'number' ? job.total : null,
       // What the templates print ("—" for nothing; Nunjucks has no null test in every release).
       totalText: typeof job.total === 'number' ? String(job.total) : '—',
-      percentage: (typeof job.total === 'number' && job.total > 0) ? Math.min(100, (job.processed || 0) / job.total * 100).toFixed(2) : null,
+      percentage: (typeof job.total === 'number' && job.total > 0) ? self.percentage(job.processed || 0, job.total) : null,
       labels
     };
   };
@@ -235,7 +236,7 @@ module.exports = function(self, options) {
       moreFailedItems: Math.max(0, (job.bad || 0) - failedItems.length),
       resultsText: (job.results && typeof job.results === 'object') ? String(Object.keys(job.results).length) : '—',
       retryOf: job.retryOf || null,
-      rerun: describeRerunChoices(job, ledger)
+      rerun: describeRerunChoices(ledger)
     });
   };
 
@@ -247,13 +248,11 @@ module.exports = function(self, options) {
     return doc || {};
   };
 
-  // The items a retry of `job` would run: `{ ids }`, or `{ unavailable }` saying why not.
+  // The items a retry of an ended job would run, from its `rerun` and bitmaps (`ledger`):
+  // `{ ids }`, or `{ unavailable }` saying why not.
 
-  self.rerunItems = function(job, ledger, items) {
+  self.rerunItems = function(ledger, items) {
     const rerun = ledger.rerun;
-    if (!job.ended) {
-      return { unavailable: 'The job is still running.' };
-    }
     if (!rerun || !rerun.route) {
       return { unavailable: 'This job was not started by run() from a route, so the dashboard cannot run it again.' };
     }
@@ -272,9 +271,9 @@ module.exports = function(self, options) {
     return { ids };
   };
 
-  function describeRerunChoices(job, ledger) {
-    const failed = self.rerunItems(job, ledger, 'failed');
-    const unfinished = self.rerunItems(job, ledger, 'unfinished');
+  function describeRerunChoices(ledger) {
+    const failed = self.rerunItems(ledger, 'failed');
+    const unfinished = self.rerunItems(ledger, 'unfinished');
     return {
       unavailable: failed.unavailable || null,
       failed: failed.ids ? failed.ids.length : 0,
@@ -334,6 +333,7 @@ module.exports = function(self, options) {
       if (!job) {
         return 'notfound';
       }
+      await self.addUserTitles([ job ]);
       const html = self.render(req, 'dashboardJob', { job: await self.describeJobPage(req, job) });
       return { html, ended: !!job.ended };
     }));
@@ -342,12 +342,15 @@ module.exports = function(self, options) {
 
     self.apiRoute('post', 'rerun', dashboardRoute(async function(req, access) {
       const items = req.body.items === 'failed' ? 'failed' : 'unfinished';
-      const job = await self.findDashboardJob(req, access, req.body._id);
+      // The job with its ids and bitmaps, in one read.
+      const job = await self.findDashboardJob(req, access, req.body._id, { results: 0 });
       if (!job) {
         return 'notfound';
       }
-      const ledger = await self.readLedger(job._id);
-      const chosen = self.rerunItems(job, ledger, items);
+      if (!job.ended) {
+        return { error: 'unavailable', message: 'The job is still running.' };
+      }
+      const chosen = self.rerunItems(job, items);
       if (chosen.unavailable) {
         return { error: 'unavailable', message: chosen.unavailable };
       }
@@ -356,11 +359,11 @@ module.exports = function(self, options) {
       }
       let body;
       try {
-        body = JSON.parse(ledger.rerun.body || '{}');
+        body = JSON.parse(job.rerun.body || '{}');
       } catch (error) {
         return { error: 'unavailable', message: 'Its recorded request cannot be read.' };
       }
-      return { route: ledger.rerun.route, body, ids: chosen.ids, header: RETRY_HEADER, retryOf: `${job._id}:${items}` };
+      return { route: job.rerun.route, body, ids: chosen.ids, header: RETRY_HEADER, retryOf: `${job._id}:${items}` };
     }));
 
     // Deletes one ended job (`_id`), or, for admins, every job that ended more than

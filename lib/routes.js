@@ -100,9 +100,9 @@ module.exports = function(self, options) {
     if (!self.mayUseRoutes(req)) {
       return next('forbidden');
     }
-    // Without the dashboard's bulky fields (the ids of a batch, its bitmaps): the 2.x
+    // Without the dashboard's large fields (the ids of a batch, its bitmaps): the 2.x
     // replies stay as small as 2.x's.
-    return self.db.find({ _id: _id }).project(self.bulkyJobFields).limit(1).toArray().then(function([ job ]) {
+    return self.db.find({ _id: _id }).project(self.largeJobFields).limit(1).toArray().then(function([ job ]) {
       if (job && !self.canAccessJob(req, job)) {
         return handle(null, _id, true);
       }
