@@ -743,17 +743,22 @@ mod tests {
         assert_eq!(events.logs.lock().unwrap().len(), 0);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn extra_fields_go_last_and_a_field_of_the_core_is_refused_before_any_insert() {
-        let store = MemoryStore::default();
-        let (engine, _) = engine(&store, EngineOptions::default());
-        let job = engine
+    /// A stoppable job with the extra fields `rerun` and `retryOf`.
+    async fn start_with_extra_fields(engine: &Engine) -> Arc<LiveJob> {
+        engine
             .start_job(NewJob {
                 fields: doc! { "rerun": { "ids": ["a"] }, "retryOf": "j0" },
                 ..stoppable()
             })
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extra_fields_go_last_and_a_field_of_the_core_is_refused_before_any_insert() {
+        let store = MemoryStore::default();
+        let (engine, _) = engine(&store, EngineOptions::default());
+        let job = start_with_extra_fields(&engine).await;
         let stored = store.job(job.id()).unwrap();
         let keys: Vec<&str> = stored.keys().map(String::as_str).collect();
         assert_eq!(keys[keys.len() - 3..], ["heartbeatAt", "rerun", "retryOf"]);
@@ -778,13 +783,7 @@ mod tests {
     async fn the_stop_hook_gets_the_document_without_its_large_fields() {
         let store = MemoryStore::default();
         let (engine, events) = engine(&store, EngineOptions::default());
-        let job = engine
-            .start_job(NewJob {
-                fields: doc! { "rerun": { "ids": ["a"] }, "retryOf": "j0" },
-                ..stoppable()
-            })
-            .await
-            .unwrap();
+        let job = start_with_extra_fields(&engine).await;
         job.track_items(4);
         engine.item_finished(&job, 2, false);
         run_for(Duration::from_millis(300)).await;
